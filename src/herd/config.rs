@@ -1,0 +1,1 @@
+//! The herd file: parsing and validation. (to be written)

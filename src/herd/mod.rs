@@ -1,0 +1,3 @@
+//! The herd: who the servers are and how they link up.
+
+pub mod config;

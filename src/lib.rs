@@ -1,0 +1,19 @@
+//! proxy-herd: an application server herd on one hand-rolled `mio` event loop.
+//!
+//! Where things live (each file's own `//!` comment says more):
+//!
+//! - [`event_loop`]: the loop itself (`run_forever`): owns the `Poll`, the slab of
+//!   connections and the timer queue, and is the only place that calls `poll`.
+//! - [`timers`]: `call_later` / `cancel`; the nearest deadline is the poll timeout.
+//! - [`transport`]: buffered, non-blocking TCP transports and the line splitter.
+//! - [`protocol`]: client lines and peer messages, parsed and formatted as pure functions.
+//! - [`herd`]: the herd file, the location store, the peer links' state machines.
+//! - [`places`]: the Places client: HTTP/1.1 over TLS, and the Google-style JSON printer.
+//! - [`offline`]: the offline Places service (`places-offline`).
+//! - [`log`]: the buffered event log.
+//! - [`cli`]: the `proxy-herd` command line.
+
+pub mod herd;
+pub mod offline;
+pub mod places;
+pub mod protocol;

@@ -1,0 +1,1 @@
+//! The offline Places service. (to be written)

@@ -1,0 +1,5 @@
+//! The Places client: requests, responses and the Google-style JSON reply.
+
+pub mod google_json;
+pub mod http;
+pub mod new_api;

@@ -1,0 +1,1 @@
+//! Client lines and peer messages. (to be written)
