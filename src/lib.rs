@@ -13,6 +13,7 @@
 //! - [`log`]: the buffered event log.
 //! - [`cli`]: the `proxy-herd` command line.
 
+pub mod cli;
 pub mod herd;
 pub mod offline;
 pub mod places;

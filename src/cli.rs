@@ -1,0 +1,1 @@
+//! The proxy-herd command line. (to be written)
