@@ -15,6 +15,9 @@
 
 pub mod cli;
 pub mod herd;
+pub mod log;
 pub mod offline;
 pub mod places;
 pub mod protocol;
+pub mod timers;
+pub mod transport;

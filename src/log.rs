@@ -1,0 +1,170 @@
+//! The event log (SPEC section 6): one line per event, each starting with an
+//! RFC 3339 UTC timestamp with microseconds.
+//!
+//! Lines go into a memory buffer; the event loop calls [`Log::flush`] once per
+//! turn and on stop, so a busy turn costs one `write` to the file, not one per
+//! line. Writing a regular file does not wait on the network, so the loop is
+//! never held for long; a buffer past [`FLUSH_AT`] is written early to bound
+//! memory. Client bytes are escaped ([`Escaped`]) so one event stays one line.
+
+use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A buffer this large is written at once rather than at the end of the turn.
+pub const FLUSH_AT: usize = 256 * 1024;
+
+/// An append-only log file with a buffer in front of it.
+#[derive(Debug)]
+pub struct Log {
+    file: Option<File>,
+    buf: String,
+}
+
+impl Log {
+    /// Opens (appending) `path`, creating its folder.
+    pub fn open(path: &Path) -> io::Result<Log> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Log {
+            file: Some(file),
+            buf: String::with_capacity(FLUSH_AT),
+        })
+    }
+
+    /// A log that keeps nothing (unit tests, benchmarks of the bare loop).
+    pub fn discard() -> Log {
+        Log {
+            file: None,
+            buf: String::new(),
+        }
+    }
+
+    /// Appends one event, stamped with the current time.
+    pub fn event(&mut self, args: fmt::Arguments) {
+        if self.file.is_none() {
+            return;
+        }
+        write_timestamp(&mut self.buf, SystemTime::now());
+        self.buf.push(' ');
+        // Writing into a String cannot fail.
+        let _ = self.buf.write_fmt(args);
+        self.buf.push('\n');
+        if self.buf.len() >= FLUSH_AT {
+            self.flush();
+        }
+    }
+
+    /// Writes the buffer out. A failing log disk must not stop the server, so
+    /// the error is reported on stderr and the lines are dropped.
+    pub fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if let Some(file) = self.file.as_mut() {
+            if let Err(e) = file.write_all(self.buf.as_bytes()) {
+                eprintln!("proxy-herd: cannot write the log: {e}");
+            }
+        }
+        self.buf.clear();
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Writes `t` as `2026-11-22T05:50:00.123456Z`.
+pub fn write_timestamp(out: &mut String, t: SystemTime) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    );
+}
+
+/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's
+/// `civil_from_days`, for days on or after the epoch.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Displays bytes from the network on one line: printable ASCII as is,
+/// anything else (and `\`) as `\xNN`.
+pub struct Escaped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for &b in self.0 {
+            if (0x20..0x7f).contains(&b) && b != b'\\' {
+                f.write_char(char::from(b))?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn stamp(secs: u64, micros: u64) -> String {
+        let mut s = String::new();
+        write_timestamp(
+            &mut s,
+            UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros),
+        );
+        s
+    }
+
+    #[test]
+    fn rfc3339_with_microseconds() {
+        assert_eq!(stamp(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(stamp(1_621_464_827, 959_498), "2021-05-19T22:53:47.959498Z");
+        assert_eq!(stamp(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(stamp(4_102_444_799, 999_999), "2099-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn escaped_bytes_stay_on_one_line() {
+        assert_eq!(Escaped(b"ok \\ \n\xff").to_string(), "ok \\x5c \\x0a\\xff");
+    }
+
+    #[test]
+    fn lines_reach_the_file_on_flush() {
+        let dir = std::env::temp_dir().join(format!("proxy-herd-log-{}", std::process::id()));
+        let path = dir.join("sub").join("t.log");
+        let mut log = Log::open(&path).unwrap();
+        log.event(format_args!("hello {}", 1));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        log.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("Z hello 1\n"), "{text}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
