@@ -14,6 +14,7 @@
 //! - [`cli`]: the `proxy-herd` command line.
 
 pub mod cli;
+pub mod event_loop;
 pub mod herd;
 pub mod log;
 pub mod offline;

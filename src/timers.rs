@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerId(u64);
 
+impl TimerId {
+    /// A timer that was never scheduled: cancelling it does nothing.
+    pub const NONE: TimerId = TimerId(u64::MAX);
+}
+
 /// Deadlines and what to do at each.
 #[derive(Debug)]
 pub struct Timers<E> {

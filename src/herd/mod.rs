@@ -1,4 +1,158 @@
-//! The herd: who the servers are and how they link up.
+//! The herd: this server's view of it and what it does with each line.
+//!
+//! [`Herd`] holds the server's name, its location [`store`], its [`link`]s to
+//! the neighbours and the log. Its handlers are sans-IO: they take a parsed line
+//! and return what should happen ([`ClientAction`]); the event loop
+//! ([`crate::event_loop`]) does the writing, flooding and Places requests.
+//! The herd file lives in [`config`].
 
 pub mod config;
+pub mod link;
 pub mod store;
+
+use crate::log::{Escaped, Log};
+use crate::protocol::client::{self, parse_location, Coordinates, Request};
+use crate::protocol::peer::Update;
+use link::Link;
+use store::Store;
+
+/// What the loop should do for one client line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientAction {
+    /// A blank line: nothing.
+    Ignore,
+    /// Send these bytes (an AT line for an old IAMAT, or `? ` + the line).
+    Reply(Vec<u8>),
+    /// Send the AT line (without `\n`) and flood it to every neighbour.
+    ReplyAndFlood(Vec<u8>),
+    /// Ask Places, then send the stored AT line and the JSON.
+    FetchPlaces(PlacesQuery),
+}
+
+/// A WHATSAT that needs Places: the stored AT line and what to ask.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct PlacesQuery {
+    pub at_line: Vec<u8>,
+    pub coords: Coordinates,
+    pub radius_m: String,
+    pub bound: u8,
+}
+
+/// One server's state in the herd.
+#[derive(Debug)]
+pub struct Herd {
+    pub name: String,
+    pub store: Store,
+    /// One per neighbour, in herd-file order; a link is named by its index.
+    pub links: Vec<Link>,
+    pub log: Log,
+}
+
+impl Herd {
+    /// The link to the neighbour called `name`.
+    pub fn link_named(&self, name: &[u8]) -> Option<usize> {
+        self.links.iter().position(|l| l.name.as_bytes() == name)
+    }
+
+    /// asyncio's `data_received`, one line at a time: what a client line means
+    /// given what this server knows at `now_ns` (nanoseconds since the epoch).
+    pub fn client_line(&mut self, line: &[u8], now_ns: i128) -> ClientAction {
+        match client::parse_request(line) {
+            Request::Blank => ClientAction::Ignore,
+            Request::IAmAt(req) => {
+                let at = client::format_at(&self.name, now_ns, &req);
+                if self.store.update(req.client, req.time_ns, &at) {
+                    ClientAction::ReplyAndFlood(at)
+                } else {
+                    let mut reply = at;
+                    reply.push(b'\n');
+                    ClientAction::Reply(reply)
+                }
+            }
+            Request::WhatsAt(req) => {
+                let Some(position) = self.store.get(req.client) else {
+                    return invalid(line);
+                };
+                // The stored line was validated when it was stored; field 4 is
+                // the location.
+                let location = crate::protocol::fields(&position.at_line).nth(4);
+                match location.and_then(parse_location) {
+                    Some(coords) => ClientAction::FetchPlaces(PlacesQuery {
+                        at_line: position.at_line.to_vec(),
+                        coords,
+                        radius_m: req.radius_m,
+                        bound: req.bound,
+                    }),
+                    None => invalid(line),
+                }
+            }
+            Request::Invalid => invalid(line),
+        }
+    }
+
+    /// An update from the neighbour on link `from`: true if it is new here
+    /// (and so must be flooded on, except back to `from`).
+    pub fn peer_update(&mut self, from: usize, update: &Update) -> bool {
+        let new = self
+            .store
+            .update(&update.client, update.time_ns, &update.at_line);
+        self.log.event(format_args!(
+            "update from {} {}: {}",
+            self.links[from].name,
+            if new { "new" } else { "known" },
+            Escaped(&update.client)
+        ));
+        new
+    }
+}
+
+fn invalid(line: &[u8]) -> ClientAction {
+    let mut reply = Vec::with_capacity(line.len() + 3);
+    client::write_invalid(&mut reply, line);
+    ClientAction::Reply(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn herd() -> Herd {
+        Herd {
+            name: "Riley".into(),
+            store: Store::default(),
+            links: Vec::new(),
+            log: Log::discard(),
+        }
+    }
+
+    #[test]
+    fn iamat_then_whatsat() {
+        let mut h = herd();
+        let now = 1_621_464_828_223_371_889;
+        let at = b"AT Riley +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503".to_vec();
+        assert_eq!(
+            h.client_line(b"IAMAT kiwi +34.068930-118.445127 1621464827.959498503", now),
+            ClientAction::ReplyAndFlood(at.clone())
+        );
+        // The same IAMAT again is answered but not new.
+        let mut again = at.clone();
+        again.push(b'\n');
+        assert_eq!(
+            h.client_line(b"IAMAT kiwi +34.068930-118.445127 1621464827.959498503", now),
+            ClientAction::Reply(again)
+        );
+        let ClientAction::FetchPlaces(q) = h.client_line(b"WHATSAT kiwi 10 5", now) else {
+            panic!("expected a Places query");
+        };
+        assert_eq!(q.at_line, at);
+        assert_eq!((q.coords.lat.as_str(), q.coords.lon.as_str()), ("34.068930", "-118.445127"));
+        assert_eq!((q.radius_m.as_str(), q.bound), ("10000", 5));
+    }
+
+    #[test]
+    fn unknown_clients_and_bad_lines_are_echoed() {
+        let mut h = herd();
+        assert_eq!(h.client_line(b"WHATSAT nobody 10 5\r", 0), ClientAction::Reply(b"? WHATSAT nobody 10 5\n".to_vec()));
+        assert_eq!(h.client_line(b"  ", 0), ClientAction::Ignore);
+    }
+}
