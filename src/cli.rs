@@ -1,1 +1,568 @@
-//! The proxy-herd command line. (to be written)
+//! The `proxy-herd` command line (SPEC section 3): options and arguments in,
+//! a [`Command`] or a one-line [`UsageError`] out.
+//!
+//! Parsing loads the herd file (through [`crate::herd::config`]) so that an
+//! unknown server name is a usage error; everything else here is pure.
+//! Printing, exit codes (2 for a [`UsageError`]) and starting the server
+//! belong to `src/bin/proxy-herd.rs`.
+//!
+//! Choices where the SPEC is silent:
+//!
+//! - `--help` and `--version` win over every other argument, so
+//!   `proxy-herd --help` needs no NAME; `--help` wins over `--version`.
+//! - `PORT` is not checked against the other addresses of the herd: running a
+//!   server on another's port (when that one is down) is a legitimate test.
+//! - `--idle-timeout` takes 1..=31536000 seconds (one year), so adding it to
+//!   an `Instant` can never overflow; `--max-clients` takes 1..=1000000.
+//! - `--places-url` must start with `https://` or `http://`; `--places-ca` is
+//!   not opened here: the Places client reads it at start-up.
+//! - An option given twice is an error (getopts' rule).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use getopts::Options;
+
+use crate::herd::config::HerdConfig;
+
+/// The default Places endpoint: Google's legacy Nearby Search.
+pub const LEGACY_PLACES_URL: &str = "https://maps.googleapis.com/maps/api/place/nearbysearch/json";
+
+/// The default endpoint with `--places-api new`: Places API (New) Nearby Search.
+pub const NEW_PLACES_URL: &str = "https://places.googleapis.com/v1/places:searchNearby";
+
+/// The largest `--idle-timeout`: one year, far below what `Instant` arithmetic can hold.
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = 365 * 24 * 60 * 60;
+
+/// The largest `--max-clients`.
+pub const MAX_MAX_CLIENTS: usize = 1_000_000;
+
+/// Which Places API the endpoint speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacesApi {
+    /// Legacy Nearby Search: `GET .../nearbysearch/json?location=...`.
+    Legacy,
+    /// Places API (New): `POST .../v1/places:searchNearby`.
+    New,
+}
+
+/// Everything a server needs to start, as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// This server's name, a server of `herd`.
+    pub name: String,
+    /// The client port to listen on instead of the herd file's.
+    pub port: Option<u16>,
+    /// The herd file given with `-c`, if any.
+    pub config_path: Option<PathBuf>,
+    /// The herd: loaded from `config_path`, or the built-in default.
+    pub herd: HerdConfig,
+    /// The log file (default `logs/NAME.log`).
+    pub log_path: PathBuf,
+    /// The Places endpoint.
+    pub places_url: String,
+    /// Which Places API `places_url` speaks.
+    pub places_api: PlacesApi,
+    /// Extra trusted CA certificates (PEM) for the Places connection.
+    pub places_ca: Option<PathBuf>,
+    /// At most this many client connections at once.
+    pub max_clients: Option<usize>,
+    /// A client connection idle this many seconds is closed.
+    pub idle_timeout_secs: Option<u64>,
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run one server of the herd.
+    Run(ServerOptions),
+    /// Print this usage text (no trailing newline) and exit 0.
+    Help(String),
+    /// Print this version line (no trailing newline) and exit 0.
+    Version(String),
+}
+
+/// A bad command line: one line, no trailing newline, naming what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Shorthand for building a [`UsageError`] result.
+fn usage_error<T>(message: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(message.into()))
+}
+
+/// The options `proxy-herd` accepts.
+fn options() -> Options {
+    let mut opts = Options::new();
+    opts.optopt(
+        "c",
+        "config",
+        "herd file (default: the built-in default herd)",
+        "FILE",
+    );
+    opts.optopt("l", "log", "log file (default: logs/NAME.log)", "FILE");
+    opts.optopt(
+        "",
+        "places-url",
+        "Places endpoint (default: Google's, for the chosen API)",
+        "URL",
+    );
+    opts.optopt(
+        "",
+        "places-api",
+        "which Places API the endpoint speaks (default: legacy)",
+        "legacy|new",
+    );
+    opts.optopt(
+        "",
+        "places-ca",
+        "extra trusted CA certificates (PEM), added to the web PKI roots",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "max-clients",
+        "accept at most N client connections at once",
+        "N",
+    );
+    opts.optopt(
+        "",
+        "idle-timeout",
+        "close a client connection idle for SECS seconds",
+        "SECS",
+    );
+    opts.optflag("h", "help", "print this help and exit");
+    opts.optflag("V", "version", "print the version and exit");
+    opts
+}
+
+/// The full `--help` text, without a trailing newline.
+fn help_text(opts: &Options) -> String {
+    let brief = "Usage: proxy-herd [OPTIONS] NAME [PORT]\n\n\
+                 Run server NAME of an application-server herd. PORT, when given,\n\
+                 overrides its client port (its neighbours still dial the peer\n\
+                 address in the herd file).";
+    format!(
+        "{}\n\nEnvironment:\n    PLACES_API_KEY      the Google Places API key (never logged)",
+        opts.usage(brief).trim_end()
+    )
+}
+
+/// Parses a whole number in `min..=max` for `option`; digits only.
+fn parse_number<T>(option: &str, text: &str, min: T, max: T) -> Result<T, UsageError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    let bad = || {
+        UsageError(format!(
+            "{option}: expected a whole number from {min} to {max}, got {text:?}"
+        ))
+    };
+    // FromStr would also take a leading '+'.
+    if text.is_empty() || !text.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match text.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(bad()),
+    }
+}
+
+/// An option's value, rejected when given but empty (`-l ''`).
+fn non_empty(option: &str, value: Option<String>) -> Result<Option<String>, UsageError> {
+    match value {
+        Some(v) if v.is_empty() => usage_error(format!("{option}: empty value")),
+        other => Ok(other),
+    }
+}
+
+/// Parses the command line, without argv[0].
+pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
+    let opts = options();
+    let matches = opts
+        .parse(args)
+        .map_err(|fail| UsageError(format!("{fail} (see --help)")))?;
+    if matches.opt_present("help") {
+        return Ok(Command::Help(help_text(&opts)));
+    }
+    if matches.opt_present("version") {
+        return Ok(Command::Version(format!(
+            "proxy-herd {}",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+
+    let places_api = match matches.opt_str("places-api").as_deref() {
+        None | Some("legacy") => PlacesApi::Legacy,
+        Some("new") => PlacesApi::New,
+        Some(other) => {
+            return usage_error(format!(
+                "--places-api: expected 'legacy' or 'new', got {other:?}"
+            ))
+        }
+    };
+    let places_url = match non_empty("--places-url", matches.opt_str("places-url"))? {
+        Some(url) if url.starts_with("https://") || url.starts_with("http://") => url,
+        Some(url) => {
+            return usage_error(format!(
+                "--places-url: expected an https:// or http:// URL, got {url:?}"
+            ))
+        }
+        None => match places_api {
+            PlacesApi::Legacy => LEGACY_PLACES_URL.to_string(),
+            PlacesApi::New => NEW_PLACES_URL.to_string(),
+        },
+    };
+    let places_ca = non_empty("--places-ca", matches.opt_str("places-ca"))?.map(PathBuf::from);
+    let config_path = non_empty("--config", matches.opt_str("config"))?.map(PathBuf::from);
+    let log_path = non_empty("--log", matches.opt_str("log"))?.map(PathBuf::from);
+    let max_clients = matches
+        .opt_str("max-clients")
+        .map(|n| parse_number("--max-clients", &n, 1, MAX_MAX_CLIENTS))
+        .transpose()?;
+    let idle_timeout_secs = matches
+        .opt_str("idle-timeout")
+        .map(|n| parse_number("--idle-timeout", &n, 1, MAX_IDLE_TIMEOUT_SECS))
+        .transpose()?;
+
+    let (name, port) = match matches.free.as_slice() {
+        [] => return usage_error("missing server NAME (see --help)"),
+        [name] => (name.clone(), None),
+        [name, port] => (name.clone(), Some(parse_port(port)?)),
+        [_, _, extra, ..] => {
+            return usage_error(format!(
+                "too many arguments: unexpected {extra:?} after NAME and PORT"
+            ))
+        }
+    };
+
+    let herd = match &config_path {
+        Some(path) => HerdConfig::load(path).map_err(|e| UsageError(e.to_string()))?,
+        None => HerdConfig::default_herd(),
+    };
+    if herd.server(&name).is_none() {
+        let source = match &config_path {
+            Some(path) => format!("the herd file {}", path.display()),
+            None => "the default herd".to_string(),
+        };
+        return usage_error(format!(
+            "unknown server {name:?}: {source} has {}",
+            herd.names().join(", ")
+        ));
+    }
+
+    let log_path = log_path.unwrap_or_else(|| PathBuf::from("logs").join(format!("{name}.log")));
+    Ok(Command::Run(ServerOptions {
+        name,
+        port,
+        config_path,
+        herd,
+        log_path,
+        places_url,
+        places_api,
+        places_ca,
+        max_clients,
+        idle_timeout_secs,
+    }))
+}
+
+/// Parses the PORT argument: 1..=65535, digits only.
+fn parse_port(text: &str) -> Result<u16, UsageError> {
+    parse_number("PORT", text, 1u16, u16::MAX).map_err(|_| {
+        UsageError(format!(
+            "bad PORT {text:?}: expected a number from 1 to 65535"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn run(list: &[&str]) -> ServerOptions {
+        match parse_args(&args(list)) {
+            Ok(Command::Run(options)) => options,
+            other => panic!("{list:?} gave {other:?}"),
+        }
+    }
+
+    /// Asserts that `list` is a usage error whose text contains `needle`.
+    fn fails(list: &[&str], needle: &str) {
+        let err = parse_args(&args(list)).unwrap_err();
+        assert!(err.0.contains(needle), "{list:?}: {err:?} lacks {needle:?}");
+        assert!(!err.0.contains('\n'), "{list:?}: {err:?} is not one line");
+    }
+
+    fn shipped(file: &str) -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/herds")
+            .join(file)
+            .display()
+            .to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let options = run(&["Riley"]);
+        assert_eq!(options.name, "Riley");
+        assert_eq!(options.port, None);
+        assert_eq!(options.config_path, None);
+        assert_eq!(options.herd, HerdConfig::default_herd());
+        assert_eq!(options.log_path, PathBuf::from("logs/Riley.log"));
+        assert_eq!(options.places_url, LEGACY_PLACES_URL);
+        assert_eq!(options.places_api, PlacesApi::Legacy);
+        assert_eq!(options.places_ca, None);
+        assert_eq!(options.max_clients, None);
+        assert_eq!(options.idle_timeout_secs, None);
+    }
+
+    #[test]
+    fn port_override() {
+        assert_eq!(run(&["Riley", "12345"]).port, Some(12345));
+        assert_eq!(run(&["Riley", "1"]).port, Some(1));
+        assert_eq!(run(&["Riley", "65535"]).port, Some(65535));
+    }
+
+    #[test]
+    fn every_option() {
+        let goloman = shipped("goloman.herd");
+        let options = run(&[
+            "-c",
+            &goloman,
+            "--log=/tmp/w.log",
+            "--places-api",
+            "new",
+            "--places-url",
+            "https://127.0.0.1:18443/v1/places:searchNearby",
+            "--places-ca",
+            "data/tls/ca.pem",
+            "--max-clients",
+            "100",
+            "--idle-timeout",
+            "30",
+            "Welsh",
+            "15000",
+        ]);
+        assert_eq!(options.name, "Welsh");
+        assert_eq!(options.port, Some(15000));
+        assert_eq!(options.config_path, Some(PathBuf::from(&goloman)));
+        assert_eq!(
+            options.herd.server("Welsh").unwrap().neighbours,
+            ["Holiday"]
+        );
+        assert_eq!(options.log_path, PathBuf::from("/tmp/w.log"));
+        assert_eq!(options.places_api, PlacesApi::New);
+        assert_eq!(
+            options.places_url,
+            "https://127.0.0.1:18443/v1/places:searchNearby"
+        );
+        assert_eq!(options.places_ca, Some(PathBuf::from("data/tls/ca.pem")));
+        assert_eq!(options.max_clients, Some(100));
+        assert_eq!(options.idle_timeout_secs, Some(30));
+    }
+
+    #[test]
+    fn short_options_and_options_after_arguments() {
+        let goloman = shipped("goloman.herd");
+        let options = run(&["Hands", "-l", "h.log", "-c", &goloman]);
+        assert_eq!(options.name, "Hands");
+        assert_eq!(options.log_path, PathBuf::from("h.log"));
+    }
+
+    #[test]
+    fn places_api_new_changes_the_default_url() {
+        let options = run(&["--places-api", "new", "Riley"]);
+        assert_eq!(options.places_api, PlacesApi::New);
+        assert_eq!(options.places_url, NEW_PLACES_URL);
+        let options = run(&["--places-api=legacy", "Riley"]);
+        assert_eq!(options.places_url, LEGACY_PLACES_URL);
+    }
+
+    #[test]
+    fn help() {
+        for flag in ["-h", "--help"] {
+            match parse_args(&args(&[flag])).unwrap() {
+                Command::Help(text) => {
+                    assert!(text.starts_with("Usage: proxy-herd [OPTIONS] NAME [PORT]"));
+                    assert!(!text.contains("\n\n\n"));
+                    for option in [
+                        "--config",
+                        "--log",
+                        "--places-url",
+                        "--places-api",
+                        "--places-ca",
+                        "--max-clients",
+                        "--idle-timeout",
+                        "--version",
+                        "PLACES_API_KEY",
+                    ] {
+                        assert!(text.contains(option), "help lacks {option}");
+                    }
+                    assert!(!text.ends_with('\n'));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Help wins over a bad argument and over --version.
+        assert!(matches!(
+            parse_args(&args(&["Nobody", "0", "--help", "-V"])),
+            Ok(Command::Help(_))
+        ));
+    }
+
+    #[test]
+    fn version() {
+        for flag in ["-V", "--version"] {
+            assert_eq!(
+                parse_args(&args(&[flag])),
+                Ok(Command::Version(format!(
+                    "proxy-herd {}",
+                    env!("CARGO_PKG_VERSION")
+                )))
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_option() {
+        fails(&["--bogus", "Riley"], "bogus");
+        fails(&["-x", "Riley"], "'x'");
+    }
+
+    #[test]
+    fn option_missing_its_value() {
+        fails(&["Riley", "-c"], "c");
+        fails(&["Riley", "--max-clients"], "max-clients");
+    }
+
+    #[test]
+    fn option_given_twice() {
+        fails(&["-l", "a", "-l", "b", "Riley"], "more than once");
+    }
+
+    #[test]
+    fn empty_option_values() {
+        fails(&["-l", "", "Riley"], "--log: empty value");
+        fails(&["-c", "", "Riley"], "--config: empty value");
+        fails(&["--places-ca=", "Riley"], "--places-ca: empty value");
+        fails(&["--places-url=", "Riley"], "--places-url: empty value");
+    }
+
+    #[test]
+    fn missing_name() {
+        fails(&[], "missing server NAME");
+        fails(&["-l", "x.log"], "missing server NAME");
+    }
+
+    #[test]
+    fn too_many_arguments() {
+        fails(&["Riley", "12000", "extra"], "too many arguments");
+    }
+
+    #[test]
+    fn bad_ports() {
+        for bad in ["0", "65536", "99999999999", "+80", "http", "", " 80", "1.5"] {
+            fails(&["Riley", bad], "bad PORT");
+        }
+        // getopts reads a negative number as a short option.
+        fails(&["Riley", "-1"], "'1'");
+    }
+
+    #[test]
+    fn unknown_server() {
+        fails(
+            &["Nobody"],
+            "unknown server \"Nobody\": the default herd has Riley, Jaquez, Juzang, Campbell, Bernard",
+        );
+        fails(&["riley"], "unknown server \"riley\"");
+        fails(
+            &["-c", &shipped("goloman.herd"), "Riley"],
+            "goloman.herd has Goloman, Hands, Holiday, Welsh, Wilkes",
+        );
+    }
+
+    #[test]
+    fn unknown_server_is_quoted_onto_one_line() {
+        fails(&["Ril\ney"], "unknown server \"Ril\\ney\"");
+    }
+
+    #[test]
+    fn bad_places_api() {
+        fails(
+            &["--places-api", "v2", "Riley"],
+            "--places-api: expected 'legacy' or 'new', got \"v2\"",
+        );
+        fails(&["--places-api", "", "Riley"], "--places-api");
+    }
+
+    #[test]
+    fn bad_places_url() {
+        fails(
+            &["--places-url", "ftp://x", "Riley"],
+            "--places-url: expected an https://",
+        );
+    }
+
+    #[test]
+    fn bad_numbers() {
+        for bad in ["0", "-", "x", "+5", "1e3", "", "18446744073709551616"] {
+            fails(
+                &["--max-clients", bad, "Riley"],
+                "--max-clients: expected a whole number",
+            );
+            fails(
+                &["--idle-timeout", bad, "Riley"],
+                "--idle-timeout: expected a whole number",
+            );
+        }
+        fails(&["--max-clients", "1000001", "Riley"], "--max-clients");
+        fails(&["--idle-timeout", "31536001", "Riley"], "--idle-timeout");
+        assert_eq!(run(&["--max-clients", "1", "Riley"]).max_clients, Some(1));
+        assert_eq!(
+            run(&["--idle-timeout", "31536000", "Riley"]).idle_timeout_secs,
+            Some(MAX_IDLE_TIMEOUT_SECS)
+        );
+    }
+
+    #[test]
+    fn missing_herd_file() {
+        let err = parse_args(&args(&["-c", "/nonexistent/x.herd", "Riley"])).unwrap_err();
+        assert!(
+            err.0
+                .starts_with("/nonexistent/x.herd: cannot read the herd file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_herd_file_gives_the_config_error() {
+        let dir = std::env::temp_dir().join(format!("proxy-herd-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.herd");
+        std::fs::write(&path, "A 127.0.0.1:1000 B\n").unwrap();
+        let path = path.display().to_string();
+        let err = parse_args(&args(&["-c", &path, "A"])).unwrap_err();
+        assert_eq!(
+            err.0,
+            format!("{path}:1: A lists unknown neighbour B (no server of that name in this file)")
+        );
+    }
+
+    #[test]
+    fn usage_error_display() {
+        assert_eq!(UsageError("oops".to_string()).to_string(), "oops");
+    }
+}
