@@ -398,16 +398,22 @@ impl EventLoop {
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
                 match self.conns.get(key) {
                     Some(Slot { closing: true, .. }) | None => {}
-                    Some(Slot { conn: Conn::Client(_), .. }) => {
-                        self.client_ready(key, readable, writable)
-                    }
-                    Some(Slot { conn: Conn::PeerOut(_), .. }) => {
-                        self.peer_out_ready(key, readable, writable)
-                    }
-                    Some(Slot { conn: Conn::PeerIn(_), .. }) => self.peer_in_ready(key, readable),
-                    Some(Slot { conn: Conn::Places(_), .. }) => {
-                        self.places_ready(key, readable, writable)
-                    }
+                    Some(Slot {
+                        conn: Conn::Client(_),
+                        ..
+                    }) => self.client_ready(key, readable, writable),
+                    Some(Slot {
+                        conn: Conn::PeerOut(_),
+                        ..
+                    }) => self.peer_out_ready(key, readable, writable),
+                    Some(Slot {
+                        conn: Conn::PeerIn(_),
+                        ..
+                    }) => self.peer_in_ready(key, readable),
+                    Some(Slot {
+                        conn: Conn::Places(_),
+                        ..
+                    }) => self.places_ready(key, readable, writable),
                 }
             }
         }
@@ -415,7 +421,11 @@ impl EventLoop {
 
     fn signal_received(&mut self) {
         for signal in self.signals.pending() {
-            self.stop = Some(if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
+            self.stop = Some(if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            });
         }
     }
 
@@ -446,7 +456,11 @@ impl EventLoop {
 
     /// Puts a new connection in the slab and registers it (once, for both
     /// directions: see the registration model above).
-    fn insert(&mut self, mut stream: TcpStream, make: impl FnOnce(Transport, u64) -> Conn) -> Option<ConnRef> {
+    fn insert(
+        &mut self,
+        mut stream: TcpStream,
+        make: impl FnOnce(Transport, u64) -> Conn,
+    ) -> Option<ConnRef> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -454,7 +468,9 @@ impl EventLoop {
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            self.herd.log.event(format_args!("cannot register a connection: {e}"));
+            self.herd
+                .log
+                .event(format_args!("cannot register a connection: {e}"));
             return None;
         }
         self.next_gen = self.next_gen.wrapping_add(1);
@@ -488,10 +504,9 @@ impl EventLoop {
         match &slot.conn {
             Conn::Client(c) => {
                 self.clients -= 1;
-                self.herd.log.event(format_args!(
-                    "client#{} {} closed: {why}",
-                    c.id, c.addr
-                ));
+                self.herd
+                    .log
+                    .event(format_args!("client#{} {} closed: {why}", c.id, c.addr));
                 self.places.client_gone(conn);
             }
             Conn::PeerOut(p) => {
@@ -508,10 +523,9 @@ impl EventLoop {
             }
             Conn::PeerIn(p) => {
                 let name = p.link.map_or("?", |l| self.herd.links[l].name.as_str());
-                self.herd.log.event(format_args!(
-                    "peer-in {name}#{} closed: {why}",
-                    p.id
-                ));
+                self.herd
+                    .log
+                    .event(format_args!("peer-in {name}#{} closed: {why}", p.id));
                 if let Some(link) = p.link {
                     if self.herd.links[link].incoming == Some(conn) {
                         self.herd.links[link].incoming = None;
@@ -535,7 +549,10 @@ impl EventLoop {
             if let Some(mut slot) = self.conns.try_remove(key) {
                 match &mut slot.conn {
                     Conn::Client(c) => {
-                        let _ = self.poll.registry().deregister(c.replies.transport.stream_mut());
+                        let _ = self
+                            .poll
+                            .registry()
+                            .deregister(c.replies.transport.stream_mut());
                     }
                     Conn::PeerOut(p) | Conn::PeerIn(p) => {
                         let _ = self.poll.registry().deregister(p.transport.stream_mut());
@@ -1011,9 +1028,10 @@ impl EventLoop {
                     self.close(key, &why);
                 }
                 PeerMessage::Pong | PeerMessage::Blank => {}
-                _ => self.herd.log.event(format_args!(
-                    "peer-out {name}: unexpected line ignored"
-                )),
+                _ => self
+                    .herd
+                    .log
+                    .event(format_args!("peer-out {name}: unexpected line ignored")),
             }
         }
         if let Some(why) = end {
@@ -1113,7 +1131,8 @@ impl EventLoop {
             let got = transport.read(read_buf);
             let mut on_line = |line: &[u8]| {
                 if end.is_none() {
-                    end = peer_line_received(herd, effects, transport, link, &mut greeted, *id, line);
+                    end =
+                        peer_line_received(herd, effects, transport, link, &mut greeted, *id, line);
                 }
             };
             match got {
@@ -1157,9 +1176,7 @@ impl EventLoop {
             }
         }
         let name = self.herd.links[link].name.clone();
-        self.herd
-            .log
-            .event(format_args!("link from {name}: up"));
+        self.herd.log.event(format_args!("link from {name}: up"));
         if let LinkState::Backoff { timer } = self.herd.links[link].state {
             self.timers.cancel(timer);
             self.herd.links[link].failures = 0;
@@ -1199,7 +1216,8 @@ impl EventLoop {
             }
             TimerEvent::Heartbeat => {
                 self.heartbeat(now);
-                self.timers.call_later(now, HEARTBEAT, TimerEvent::Heartbeat);
+                self.timers
+                    .call_later(now, HEARTBEAT, TimerEvent::Heartbeat);
             }
             TimerEvent::ClientIdle { conn } => self.client_idle(conn, now),
             TimerEvent::Places(event) => {
@@ -1297,7 +1315,9 @@ impl EventLoop {
                     let conn = self.insert(stream, |transport, _| {
                         Conn::Places(Box::new(conn_state.attach(transport)))
                     });
-                    let more = self.places.opened(conn, &mut self.herd.log, &mut self.timers);
+                    let more = self
+                        .places
+                        .opened(conn, &mut self.herd.log, &mut self.timers);
                     // Opening never asks for another open, so this terminates.
                     self.apply_places(more);
                 }
@@ -1306,9 +1326,11 @@ impl EventLoop {
                         self.close(conn.key, &why);
                     }
                 }
-                PlacesAction::Answer { client, request, bytes } => {
-                    self.deliver_answer(client, request, bytes)
-                }
+                PlacesAction::Answer {
+                    client,
+                    request,
+                    bytes,
+                } => self.deliver_answer(client, request, bytes),
                 PlacesAction::Flush { conn } => {
                     if let Some(Slot {
                         conn: Conn::Places(p),

@@ -194,7 +194,10 @@ mod tests {
     fn lines_split_across_reads_are_joined() {
         let mut r = LineReader::default();
         assert_eq!(lines(&mut r, b"ab"), Vec::<Vec<u8>>::new());
-        assert_eq!(lines(&mut r, b"c\nde\n\nf"), vec![b"abc".to_vec(), b"de".to_vec(), vec![]]);
+        assert_eq!(
+            lines(&mut r, b"c\nde\n\nf"),
+            vec![b"abc".to_vec(), b"de".to_vec(), vec![]]
+        );
         let mut last = Vec::new();
         r.finish(|l| last.push(l.to_vec()));
         assert_eq!(last, vec![b"f".to_vec()]);

@@ -131,28 +131,40 @@ mod tests {
         let now = 1_621_464_828_223_371_889;
         let at = b"AT Riley +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503".to_vec();
         assert_eq!(
-            h.client_line(b"IAMAT kiwi +34.068930-118.445127 1621464827.959498503", now),
+            h.client_line(
+                b"IAMAT kiwi +34.068930-118.445127 1621464827.959498503",
+                now
+            ),
             ClientAction::ReplyAndFlood(at.clone())
         );
         // The same IAMAT again is answered but not new.
         let mut again = at.clone();
         again.push(b'\n');
         assert_eq!(
-            h.client_line(b"IAMAT kiwi +34.068930-118.445127 1621464827.959498503", now),
+            h.client_line(
+                b"IAMAT kiwi +34.068930-118.445127 1621464827.959498503",
+                now
+            ),
             ClientAction::Reply(again)
         );
         let ClientAction::FetchPlaces(q) = h.client_line(b"WHATSAT kiwi 10 5", now) else {
             panic!("expected a Places query");
         };
         assert_eq!(q.at_line, at);
-        assert_eq!((q.coords.lat.as_str(), q.coords.lon.as_str()), ("34.068930", "-118.445127"));
+        assert_eq!(
+            (q.coords.lat.as_str(), q.coords.lon.as_str()),
+            ("34.068930", "-118.445127")
+        );
         assert_eq!((q.radius_m.as_str(), q.bound), ("10000", 5));
     }
 
     #[test]
     fn unknown_clients_and_bad_lines_are_echoed() {
         let mut h = herd();
-        assert_eq!(h.client_line(b"WHATSAT nobody 10 5\r", 0), ClientAction::Reply(b"? WHATSAT nobody 10 5\n".to_vec()));
+        assert_eq!(
+            h.client_line(b"WHATSAT nobody 10 5\r", 0),
+            ClientAction::Reply(b"? WHATSAT nobody 10 5\n".to_vec())
+        );
         assert_eq!(h.client_line(b"  ", 0), ClientAction::Ignore);
     }
 }

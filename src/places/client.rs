@@ -57,10 +57,22 @@ impl PendingConn {
 
 /// What the Places client asks the loop to do.
 pub enum PlacesAction {
-    Open { stream: TcpStream, conn_state: PendingConn },
-    Close { conn: ConnRef, why: String },
-    Answer { client: ConnRef, request: u64, bytes: Vec<u8> },
-    Flush { conn: ConnRef },
+    Open {
+        stream: TcpStream,
+        conn_state: PendingConn,
+    },
+    Close {
+        conn: ConnRef,
+        why: String,
+    },
+    Answer {
+        client: ConnRef,
+        request: u64,
+        bytes: Vec<u8>,
+    },
+    Flush {
+        conn: ConnRef,
+    },
 }
 
 /// Requests in flight and idle connections.
@@ -68,7 +80,11 @@ pub struct PlacesClient {}
 
 impl PlacesClient {
     /// Sets up the client (the resolver thread wakes the loop through `waker`).
-    pub fn new(_settings: PlacesSettings, _registry: &Registry, _waker: Token) -> std::io::Result<Self> {
+    pub fn new(
+        _settings: PlacesSettings,
+        _registry: &Registry,
+        _waker: Token,
+    ) -> std::io::Result<Self> {
         Ok(PlacesClient {})
     }
 
@@ -84,7 +100,11 @@ impl PlacesClient {
     ) -> Vec<PlacesAction> {
         let mut bytes = query.at_line;
         bytes.extend_from_slice(b"\n{\n   \"error_message\" : \"the Places client is not built yet\",\n   \"html_attributions\" : [],\n   \"results\" : [],\n   \"status\" : \"UNKNOWN_ERROR\"\n}\n\n");
-        vec![PlacesAction::Answer { client, request, bytes }]
+        vec![PlacesAction::Answer {
+            client,
+            request,
+            bytes,
+        }]
     }
 
     /// The resolver thread has answers.
@@ -93,7 +113,12 @@ impl PlacesClient {
     }
 
     /// A new connection got its slot (or could not be registered).
-    pub fn opened(&mut self, _conn: Option<ConnRef>, _log: &mut Log, _timers: &mut Timers<TimerEvent>) -> Vec<PlacesAction> {
+    pub fn opened(
+        &mut self,
+        _conn: Option<ConnRef>,
+        _log: &mut Log,
+        _timers: &mut Timers<TimerEvent>,
+    ) -> Vec<PlacesAction> {
         Vec::new()
     }
 
@@ -113,7 +138,12 @@ impl PlacesClient {
     }
 
     /// Writes what a connection has queued.
-    pub fn flush(&mut self, _conn: ConnRef, _p: &mut PlacesConn, _log: &mut Log) -> Vec<PlacesAction> {
+    pub fn flush(
+        &mut self,
+        _conn: ConnRef,
+        _p: &mut PlacesConn,
+        _log: &mut Log,
+    ) -> Vec<PlacesAction> {
         Vec::new()
     }
 
@@ -126,7 +156,12 @@ impl PlacesClient {
     pub fn client_gone(&mut self, _client: ConnRef) {}
 
     /// A Places timer came due.
-    pub fn on_timer(&mut self, event: PlacesEvent, _now: Instant, _log: &mut Log) -> Vec<PlacesAction> {
+    pub fn on_timer(
+        &mut self,
+        event: PlacesEvent,
+        _now: Instant,
+        _log: &mut Log,
+    ) -> Vec<PlacesAction> {
         match event {}
     }
 }
