@@ -461,6 +461,13 @@ impl EventLoop {
         mut stream: TcpStream,
         make: impl FnOnce(Transport, u64) -> Conn,
     ) -> Option<ConnRef> {
+        // We batch our own writes; Nagle would only hold replies and floods
+        // back behind a delayed ACK (~40 ms on loopback).
+        if let Err(e) = stream.set_nodelay(true) {
+            self.herd
+                .log
+                .event(format_args!("cannot set TCP_NODELAY: {e}"));
+        }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(

@@ -252,12 +252,14 @@ impl Herd {
         let config = dir.path("herd.txt");
         std::fs::write(&config, text).unwrap();
         let servers = members.iter().map(|_| None).collect();
+        // WHATSAT's Places part goes to a closed local port: fails fast.
+        let places = format!("https://127.0.0.1:{}/nearbysearch/json", free_port());
         Herd {
             dir,
             config,
             members,
             servers,
-            extra_args: Vec::new(),
+            extra_args: vec!["--places-url".to_string(), places],
         }
     }
 
@@ -337,6 +339,7 @@ impl Herd {
         if line.starts_with("? ") {
             None
         } else {
+            c.read_until_blank_line();
             Some(line)
         }
     }
