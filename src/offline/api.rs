@@ -498,3 +498,91 @@ fn new_place(place: &Place, mask: &FieldMask) -> Value {
     }
     Value::Object(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> Service {
+        let text = "5368361\tLos Angeles\t34.05223\t-118.24368\tUS\tCA\t3820914\n\
+                    5393212\tSanta Monica\t34.01949\t-118.49138\tUS\tCA\t91411\n\
+                    2988507\tParis\t48.85341\t2.3488\tFR\t11\t2138551\n";
+        Service::new(Places::parse(text.to_string()).unwrap())
+    }
+
+    fn get(s: &Service, target: &str) -> (Response, Value) {
+        let r = s.handle(&Request {
+            method: "GET",
+            target,
+            headers: &[],
+            body: b"",
+        });
+        let v = serde_json::from_slice(&r.body).unwrap();
+        (r, v)
+    }
+
+    #[test]
+    fn legacy_keeps_number_text_and_key_order() {
+        let s = service();
+        let (r, v) = get(
+            &s,
+            "/maps/api/place/nearbysearch/json?location=34.0,-118.4&radius=50000&key=k",
+        );
+        assert_eq!(r.facts.results, 2);
+        assert_eq!(r.facts.location, Some((34.0, -118.4)));
+        // Santa Monica is nearer to the point than Los Angeles.
+        assert_eq!(v["results"][0]["name"], "Santa Monica");
+        let text = String::from_utf8(r.body).unwrap();
+        assert!(text.contains("\"lng\": -118.24368"), "{text}");
+        assert!(text.find("\"business_status\"") < text.find("\"vicinity\""));
+    }
+
+    #[test]
+    fn vicinity_uses_only_readable_region_codes() {
+        let s = service();
+        let (_, v) = get(
+            &s,
+            "/x/nearbysearch/json?location=48.85,2.35&radius=5000&key=k",
+        );
+        assert_eq!(v["results"][0]["vicinity"], "FR");
+        let (_, v) = get(
+            &s,
+            "/x/nearbysearch/json?location=34.05,-118.24&radius=500&key=k",
+        );
+        assert_eq!(v["results"][0]["vicinity"], "CA, US");
+    }
+
+    #[test]
+    fn place_ids_are_stable_and_url_safe() {
+        assert_eq!(place_id(5368361), place_id(5368361));
+        assert_ne!(place_id(5368361), place_id(5368362));
+        let id = place_id(u32::MAX);
+        assert!(id.starts_with("ChIJ") && id.len() == 20, "{id}");
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(base64url(b"Man"), "TWFu");
+        assert_eq!(base64url(b"Ma"), "TWE");
+    }
+
+    #[test]
+    fn query_strings_decode() {
+        let q = parse_query("location=1%2C2&name=a+b&flag&bad=%zz&=v");
+        assert_eq!(param(&q, "location"), Some("1,2"));
+        assert_eq!(param(&q, "name"), Some("a b"));
+        assert_eq!(param(&q, "flag"), Some(""));
+        assert_eq!(param(&q, "bad"), Some("%zz"));
+        assert_eq!(parse_location(" 1.5 , -2 "), Some((1.5, -2.0)));
+        assert_eq!(parse_location("1.5"), None);
+        assert_eq!(parse_radius("50000"), Some(50000.0));
+        assert_eq!(parse_radius("0"), None);
+        assert_eq!(parse_radius("NaN"), None);
+    }
+
+    #[test]
+    fn field_masks() {
+        assert!(FieldMask::parse("*").wants("id"));
+        let m = FieldMask::parse("places.id, places.displayName.text");
+        assert!(m.wants("id") && m.wants("displayName") && !m.wants("types"));
+    }
+}

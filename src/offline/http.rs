@@ -174,3 +174,72 @@ pub fn frame(response: &Response, keep_alive: bool, chunked: bool, head_only: bo
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offline::places::Places;
+
+    fn service() -> Service {
+        Service::new(Places::parse(String::new()).unwrap())
+    }
+
+    fn served(buf: &[u8]) -> Served {
+        match serve_one(buf, &service()) {
+            Outcome::Served(s) => s,
+            Outcome::Partial => panic!("partial"),
+        }
+    }
+
+    #[test]
+    fn waits_for_whole_head_and_body() {
+        let s = service();
+        assert!(matches!(
+            serve_one(b"GET / HTTP/1.1\r\n", &s),
+            Outcome::Partial
+        ));
+        let post = b"POST /v1/places:searchNearby HTTP/1.1\r\nContent-Length: 5\r\n\r\n{}";
+        assert!(matches!(serve_one(post, &s), Outcome::Partial));
+    }
+
+    #[test]
+    fn uses_exactly_one_request() {
+        let one = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut two = one.to_vec();
+        two.extend_from_slice(one);
+        let s = served(&two);
+        assert_eq!(s.used, one.len());
+        assert_eq!(s.response.status, 404);
+        assert!(s.keep_alive);
+        assert!(!served(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(!served(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_speak() {
+        let r = served(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!((r.response.status, r.keep_alive), (501, false));
+        let r = served(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(r.response.status, 400);
+        let r = served(b"G\x01T / HTTP/1.1\r\n\r\n");
+        assert_eq!((r.response.status, r.keep_alive), (400, false));
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_HEAD + 1));
+        assert_eq!(served(&long).response.status, 431);
+    }
+
+    #[test]
+    fn frames_fixed_and_chunked_bodies() {
+        let r = Response::text(200, "hello world");
+        let fixed = String::from_utf8(frame(&r, true, false, false)).unwrap();
+        assert!(fixed.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(
+            fixed.contains("Content-Length: 12\r\n") && fixed.ends_with("\r\n\r\nhello world\n")
+        );
+        let chunked = String::from_utf8(frame(&r, false, true, false)).unwrap();
+        assert!(chunked.contains("Transfer-Encoding: chunked\r\nConnection: close\r\n"));
+        assert!(chunked.ends_with("\r\n\r\n4\r\nhell\r\n4\r\no wo\r\n4\r\nrld\n\r\n0\r\n\r\n"));
+        let head = frame(&r, true, false, true);
+        assert!(head.ends_with(b"Content-Length: 12\r\n\r\n"));
+    }
+}

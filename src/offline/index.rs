@@ -223,3 +223,30 @@ mod tests {
         assert!(grid.nearby(0.0, 0.0, 50_000.0, 20).is_empty());
     }
 }
+
+#[cfg(test)]
+mod real_data {
+    use super::*;
+    use crate::offline::places::Places;
+
+    #[test]
+    fn grid_matches_brute_force_on_the_committed_places() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/places/cities1000.tsv");
+        let places = Places::load(&path).unwrap();
+        assert!(places.len() > 150_000);
+        let coords = places.coordinates();
+        let grid = Grid::build(&coords);
+        // Centres near real places (a stride through the file), all radii.
+        for (q, i) in (0..coords.len()).step_by(coords.len() / 40).enumerate() {
+            let (lat, lng) = coords[i];
+            let (lat, lng) = ((lat + 0.05).min(90.0), lng - 0.05);
+            let radius = 1_000.0 + (q as f64 * 1_237.0) % 49_000.0;
+            assert_eq!(
+                grid.nearby(lat, lng, radius, 20),
+                brute_force(&coords, lat, lng, radius, 20),
+                "at {lat},{lng} r={radius}"
+            );
+        }
+    }
+}
