@@ -249,4 +249,27 @@ mod real_data {
             );
         }
     }
+
+    /// Prints the mean cost of a 50 km query around real places; run with
+    /// `cargo test --release -- --ignored --nocapture query_cost`.
+    #[test]
+    #[ignore]
+    fn query_cost() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/places/cities1000.tsv");
+        let coords = Places::load(&path).unwrap().coordinates();
+        let grid = Grid::build(&coords);
+        let centres: Vec<(f64, f64)> = coords.iter().step_by(17).copied().collect();
+        let start = std::time::Instant::now();
+        let mut found = 0;
+        for &(lat, lng) in &centres {
+            found += grid.nearby(lat, lng, 50_000.0, 20).len();
+        }
+        let per = start.elapsed() / centres.len() as u32;
+        println!(
+            "{} queries at 50 km, {per:?} each, {:.1} results on average",
+            centres.len(),
+            found as f64 / centres.len() as f64
+        );
+    }
 }
