@@ -1,0 +1,624 @@
+//! The service's event loop (asyncio's `run_forever`): one thread, one
+//! `Poll`, a slab of TLS connections, the listener, SIGINT/SIGTERM as an
+//! event, and the timer queue of [`super::timers`]. Each connection is a
+//! [`Conn`]: the TLS transport (`read_tls` → `process_new_packets` →
+//! plaintext; our queue of unsent plaintext → `writer()` → `write_tls`) and
+//! the phases of its life. Requests are parsed and answered by
+//! [`super::http`] and [`super::api`]; this file only moves bytes and time.
+//!
+//! Registration model: every connection is registered once, for READABLE |
+//! WRITABLE, and never re-registered. Readiness is edge-triggered, so every
+//! handler reads, writes and accepts until `WouldBlock`, and every handler
+//! tolerates a spurious event (it just finds nothing to do).
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use rustls::{ServerConfig, ServerConnection};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use super::api::{Response, Service};
+use super::http::{self, Outcome, MAX_BODY, MAX_HEAD};
+use super::log::{redact_key, Log};
+use super::options::FailMode;
+use super::timers::{TimerEvent, Timers};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// Received plaintext held at most (a full request plus slack); past it we
+/// stop reading and let TCP push back on the client.
+const MAX_INBUF: usize = MAX_HEAD + MAX_BODY + 16 * 1024;
+/// Answers queued but unsent past which we stop taking new requests from a
+/// client that pipelines without reading.
+const MAX_BACKLOG: usize = 1 << 20;
+/// How long a closed connection may keep sending before we drop it: reading
+/// until the peer's EOF avoids a reset that could destroy our last answer.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// How answers are shaped, from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Behaviour {
+    /// Delay before each answer.
+    pub latency: Duration,
+    /// Failure injected into every answer.
+    pub fail: Option<FailMode>,
+    /// Chunked response bodies.
+    pub chunked: bool,
+}
+
+/// The life of a connection, in order; each phase only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TLS handshake under way.
+    Handshaking,
+    /// Taking requests.
+    Open,
+    /// No more input will be used (the peer sent EOF, or a request asked to
+    /// close): answer the requests already received, then close.
+    HalfClosed,
+    /// Everything is answered; sending the last plaintext, then close_notify.
+    Closing,
+    /// close_notify queued; flushing the last TLS records, then shut down our write half.
+    Shutdown,
+    /// Write half shut; discarding input until the peer's EOF or [`DRAIN_TIME`].
+    Draining,
+    /// Done: the slot is freed after this batch of events.
+    Closed,
+}
+
+/// An answer waiting for its time (`--latency-ms`), in request order.
+#[derive(Debug)]
+struct Owed {
+    due: Instant,
+    bytes: Vec<u8>,
+    then_close: bool,
+}
+
+/// What a connection needs from the loop while it runs.
+struct Context<'a> {
+    service: &'a Service,
+    behaviour: Behaviour,
+    timers: &'a mut Timers,
+    log: &'a mut Log,
+}
+
+/// One client connection: TLS transport plus HTTP/1.1 keep-alive state.
+struct Conn {
+    /// Connection number, for the log; also the slot's generation for timers.
+    number: u64,
+    key: usize,
+    peer: SocketAddr,
+    sock: TcpStream,
+    tls: ServerConnection,
+    /// Received plaintext not yet parsed.
+    inbuf: Vec<u8>,
+    /// Plaintext due to be sent that rustls has not taken yet.
+    outq: VecDeque<u8>,
+    /// Answers not yet due.
+    owed: VecDeque<Owed>,
+    phase: Phase,
+}
+
+impl Conn {
+    fn set_phase(&mut self, to: Phase) {
+        // Phases only move forward; a late, lower one is ignored.
+        if (to as u8) > (self.phase as u8) {
+            self.phase = to;
+        }
+    }
+
+    fn connection_lost(&mut self, cx: &mut Context, what: &str, err: &dyn std::fmt::Display) {
+        cx.log.line(&format!(
+            "error conn={} peer={} {what}: {err}",
+            self.number, self.peer
+        ));
+        self.phase = Phase::Closed;
+    }
+
+    /// Drives the connection as far as it can go now: read, answer, write,
+    /// and the closing steps. Called on every readiness event and timer.
+    fn pump(&mut self, cx: &mut Context) {
+        let now = Instant::now();
+        while matches!(
+            self.phase,
+            Phase::Handshaking | Phase::Open | Phase::HalfClosed
+        ) {
+            let got = self.read_records(cx);
+            let served = self.data_received(cx, now);
+            self.release_due(now);
+            self.write_records(cx);
+            if got == 0 && served == 0 {
+                break;
+            }
+        }
+        if self.phase == Phase::HalfClosed && self.owed.is_empty() {
+            self.set_phase(Phase::Closing);
+        }
+        if self.phase == Phase::Closing {
+            self.write_records(cx);
+            if self.outq.is_empty() && self.phase == Phase::Closing {
+                self.tls.send_close_notify();
+                self.set_phase(Phase::Shutdown);
+            }
+        }
+        if self.phase == Phase::Shutdown {
+            self.write_records(cx);
+            if !self.tls.wants_write() && self.phase == Phase::Shutdown {
+                // Already gone is fine: we were closing anyway.
+                let _ = self.sock.shutdown(Shutdown::Write);
+                self.set_phase(Phase::Draining);
+                cx.timers.call_later(
+                    DRAIN_TIME,
+                    TimerEvent::DrainDeadline {
+                        key: self.key,
+                        conn: self.number,
+                    },
+                );
+            }
+        }
+        if self.phase == Phase::Draining {
+            self.discard_input();
+        }
+    }
+
+    /// Reads TLS records until `WouldBlock` (or our buffer is full) and
+    /// decrypts them into `inbuf`; returns how many plaintext bytes came.
+    fn read_records(&mut self, cx: &mut Context) -> usize {
+        let mut got = 0;
+        while self.inbuf.len() < MAX_INBUF
+            && matches!(
+                self.phase,
+                Phase::Handshaking | Phase::Open | Phase::HalfClosed
+            )
+        {
+            match self.tls.read_tls(&mut self.sock) {
+                Ok(0) => {
+                    self.eof_received();
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.connection_lost(cx, "read", &e);
+                    break;
+                }
+            }
+            let state = match self.tls.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    // Tell the peer why (rustls queued an alert), best effort.
+                    let _ = self.tls.write_tls(&mut self.sock);
+                    self.connection_lost(cx, "tls", &e);
+                    break;
+                }
+            };
+            if self.phase == Phase::Handshaking && !self.tls.is_handshaking() {
+                self.connection_made(cx);
+            }
+            let n = state.plaintext_bytes_to_read();
+            if n > 0 {
+                let start = self.inbuf.len();
+                self.inbuf.resize(start + n, 0);
+                if let Err(e) = self.tls.reader().read_exact(&mut self.inbuf[start..]) {
+                    self.connection_lost(cx, "tls read", &e);
+                    break;
+                }
+                if self.phase == Phase::HalfClosed {
+                    // Input after the last request we answer is not used.
+                    self.inbuf.truncate(start);
+                } else {
+                    got += n;
+                }
+            }
+            if state.peer_has_closed() {
+                self.eof_received();
+                break;
+            }
+        }
+        got
+    }
+
+    /// The TLS handshake is complete (asyncio's `connection_made` for TLS).
+    fn connection_made(&mut self, cx: &mut Context) {
+        self.set_phase(Phase::Open);
+        let version = self
+            .tls
+            .protocol_version()
+            .map_or("?".to_string(), |v| format!("{v:?}"));
+        let suite = self
+            .tls
+            .negotiated_cipher_suite()
+            .map_or("?".to_string(), |s| format!("{:?}", s.suite()));
+        cx.log.line(&format!(
+            "tls conn={} peer={} handshake done {version} {suite}",
+            self.number, self.peer
+        ));
+    }
+
+    /// The peer will send nothing more: answer what is buffered, then close.
+    fn eof_received(&mut self) {
+        match self.phase {
+            Phase::Handshaking => self.phase = Phase::Closed,
+            _ => self.set_phase(Phase::HalfClosed),
+        }
+    }
+
+    /// Answers the complete requests in `inbuf`; returns how many.
+    fn data_received(&mut self, cx: &mut Context, now: Instant) -> usize {
+        let mut served = 0;
+        while matches!(self.phase, Phase::Open | Phase::HalfClosed)
+            && self.outq.len() < MAX_BACKLOG
+            && self.owed.len() < 64
+        {
+            let s = match http::serve_one(&self.inbuf, cx.service) {
+                Outcome::Partial => break,
+                Outcome::Served(s) => s,
+            };
+            self.inbuf.drain(..s.used.min(self.inbuf.len()));
+            served += 1;
+            let (bytes, then_close, status) = match cx.behaviour.fail {
+                // Bad HTTP is answered as such, whatever failure is injected.
+                _ if s.method == "-" => {
+                    let status = s.response.status.to_string();
+                    (self.frame(cx, &s.response, false, false), true, status)
+                }
+                Some(FailMode::Close) => (Vec::new(), true, "-".to_string()),
+                Some(FailMode::Http500) => {
+                    let r = Response::text(500, "Internal Server Error");
+                    (
+                        self.frame(cx, &r, s.keep_alive, false),
+                        !s.keep_alive,
+                        "500".into(),
+                    )
+                }
+                Some(FailMode::NotJson) => {
+                    let mut r =
+                        Response::text(200, "<html><body>Temporarily unavailable</body></html>");
+                    r.content_type = "text/html; charset=UTF-8";
+                    (
+                        self.frame(cx, &r, s.keep_alive, false),
+                        !s.keep_alive,
+                        "200".into(),
+                    )
+                }
+                None => {
+                    let bytes = self.frame(cx, &s.response, s.keep_alive, s.head_only);
+                    (bytes, !s.keep_alive, s.response.status.to_string())
+                }
+            };
+            let f = s.response.facts;
+            let location = f
+                .location
+                .map_or("-".to_string(), |(lat, lng)| format!("{lat},{lng}"));
+            let radius = f.radius_m.map_or("-".to_string(), |r| r.to_string());
+            let results = if cx.behaviour.fail.is_some() && s.method != "-" {
+                0
+            } else {
+                f.results
+            };
+            let fail = match cx.behaviour.fail {
+                Some(mode) if s.method != "-" => format!(" fail={mode:?}"),
+                _ => String::new(),
+            };
+            cx.log.line(&format!(
+                "request conn={} {} {} location={location} radius_m={radius} status={status} results={results}{fail}",
+                self.number,
+                s.method,
+                redact_key(&s.target),
+            ));
+            self.owed.push_back(Owed {
+                due: now + cx.behaviour.latency,
+                bytes,
+                then_close,
+            });
+            if !cx.behaviour.latency.is_zero() {
+                cx.timers.call_later(
+                    cx.behaviour.latency,
+                    TimerEvent::Answer {
+                        key: self.key,
+                        conn: self.number,
+                    },
+                );
+            }
+            if then_close {
+                self.set_phase(Phase::HalfClosed);
+                self.inbuf.clear();
+            }
+        }
+        if self.phase == Phase::HalfClosed {
+            // What is left can never become a whole request.
+            self.inbuf.clear();
+        }
+        served
+    }
+
+    fn frame(&self, cx: &Context, r: &Response, keep_alive: bool, head_only: bool) -> Vec<u8> {
+        http::frame(r, keep_alive, cx.behaviour.chunked, head_only)
+    }
+
+    /// Moves the answers whose time has come to the output queue, in order.
+    fn release_due(&mut self, now: Instant) {
+        while self.owed.front().is_some_and(|o| o.due <= now) {
+            let Some(owed) = self.owed.pop_front() else {
+                break;
+            };
+            self.outq.extend(owed.bytes);
+            if owed.then_close {
+                self.set_phase(Phase::HalfClosed);
+                self.owed.clear();
+            }
+        }
+    }
+
+    /// Hands queued plaintext to rustls and TLS records to the socket, until
+    /// both are empty or the socket says `WouldBlock`.
+    fn write_records(&mut self, cx: &mut Context) {
+        loop {
+            let mut progress = false;
+            if !self.outq.is_empty() && !self.tls.is_handshaking() {
+                let (front, _) = self.outq.as_slices();
+                match self.tls.writer().write(front) {
+                    Ok(n) => {
+                        self.outq.drain(..n);
+                        progress |= n > 0;
+                    }
+                    Err(e) => return self.connection_lost(cx, "tls write", &e),
+                }
+            }
+            if self.tls.wants_write() {
+                match self.tls.write_tls(&mut self.sock) {
+                    Ok(n) => progress |= n > 0,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(e) => return self.connection_lost(cx, "write", &e),
+                }
+            }
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    /// Reads and drops input after our close, until EOF.
+    fn discard_input(&mut self) {
+        let mut scratch = [0u8; 4096];
+        loop {
+            match self.sock.read(&mut scratch) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        self.phase = Phase::Closed;
+    }
+}
+
+/// Why the loop could not start or stopped.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The listening address could not be bound (in use, not local...).
+    Bind(SocketAddr, io::Error),
+    /// Poll, signal or other start-up failure.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Bind(addr, e) if e.kind() == io::ErrorKind::AddrInUse => {
+                write!(f, "cannot listen on {addr}: address already in use")
+            }
+            ServeError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            ServeError::Io(e) => write!(f, "event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+impl From<io::Error> for ServeError {
+    fn from(e: io::Error) -> Self {
+        ServeError::Io(e)
+    }
+}
+
+/// The event loop and everything it owns.
+pub struct EventLoop {
+    poll: Poll,
+    listener: TcpListener,
+    signals: Signals,
+    conns: Slab<Conn>,
+    timers: Timers,
+    tls_config: Arc<ServerConfig>,
+    service: Service,
+    behaviour: Behaviour,
+    log: Log,
+    next_number: u64,
+    /// Slab keys of connections that reached `Closed` in this batch.
+    closed: Vec<usize>,
+}
+
+impl EventLoop {
+    /// Binds the listener and registers it and the signals.
+    pub fn bind(
+        addr: SocketAddr,
+        tls_config: Arc<ServerConfig>,
+        service: Service,
+        behaviour: Behaviour,
+        log: Log,
+    ) -> Result<EventLoop, ServeError> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(addr).map_err(|e| ServeError::Bind(addr, e))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(EventLoop {
+            poll,
+            listener,
+            signals,
+            conns: Slab::new(),
+            timers: Timers::default(),
+            tls_config,
+            service,
+            behaviour,
+            log,
+            next_number: 0,
+            closed: Vec::new(),
+        })
+    }
+
+    /// The address actually bound (the port when 0 was asked for).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Writes one line to the request log.
+    pub fn log_line(&mut self, text: &str) {
+        self.log.line(text);
+        self.log.flush();
+    }
+
+    /// Runs until SIGINT or SIGTERM (asyncio's `run_forever`); only a failure
+    /// of `poll` itself ends it with an error.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self.timers.time_until_next(Instant::now());
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let mut stop = false;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_connections(),
+                    SIGNALS => stop |= self.signals.pending().next().is_some(),
+                    Token(key) => self.pump(key),
+                }
+            }
+            self.run_expired_timers();
+            self.reap_closed();
+            if stop {
+                self.log.line("stopping on signal");
+                self.log.flush();
+                return Ok(());
+            }
+            self.log.flush();
+        }
+    }
+
+    /// Accepts until `WouldBlock` (asyncio's `create_server` callback).
+    fn accept_connections(&mut self) {
+        loop {
+            let (mut sock, peer) = match self.listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: the next readiness retries.
+                    self.log.line(&format!("error accept: {e}"));
+                    return;
+                }
+            };
+            let tls = match ServerConnection::new(Arc::clone(&self.tls_config)) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    self.log.line(&format!("error tls setup: {e}"));
+                    continue;
+                }
+            };
+            // Answers go out whole; Nagle would only delay them.
+            let _ = sock.set_nodelay(true);
+            self.next_number += 1;
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            if let Err(e) = self.poll.registry().register(
+                &mut sock,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                self.log.line(&format!("error register: {e}"));
+                continue;
+            }
+            entry.insert(Conn {
+                number: self.next_number,
+                key,
+                peer,
+                sock,
+                tls,
+                inbuf: Vec::new(),
+                outq: VecDeque::new(),
+                owed: VecDeque::new(),
+                phase: Phase::Handshaking,
+            });
+        }
+    }
+
+    fn pump(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return; // an event for a slot already freed
+        };
+        let mut cx = Context {
+            service: &self.service,
+            behaviour: self.behaviour,
+            timers: &mut self.timers,
+            log: &mut self.log,
+        };
+        conn.pump(&mut cx);
+        if conn.phase == Phase::Closed {
+            self.closed.push(key);
+        }
+    }
+
+    fn run_expired_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(event) = self.timers.pop_expired(now) {
+            let (key, number) = match event {
+                TimerEvent::Answer { key, conn } | TimerEvent::DrainDeadline { key, conn } => {
+                    (key, conn)
+                }
+            };
+            // A timer for a connection whose slot now holds another is stale.
+            if self.conns.get(key).is_none_or(|c| c.number != number) {
+                continue;
+            }
+            match event {
+                TimerEvent::Answer { .. } => self.pump(key),
+                TimerEvent::DrainDeadline { .. } => {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.phase = Phase::Closed;
+                        self.closed.push(key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn reap_closed(&mut self) {
+        for key in std::mem::take(&mut self.closed) {
+            // A key may be listed twice; only a Closed occupant is removed.
+            if self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.phase == Phase::Closed)
+            {
+                let mut conn = self.conns.remove(key);
+                let _ = self.poll.registry().deregister(&mut conn.sock);
+            }
+        }
+    }
+}
