@@ -599,7 +599,7 @@ impl PlacesClient {
             )),
             Err(why) => log.event(format_args!("places#{request} failed: {why} after {ms} ms")),
         }
-        self.reply(r, request, rendered.json)
+        self.reply(r, request, rendered.json, log)
     }
 
     /// Answers `request` with the error JSON.
@@ -611,11 +611,20 @@ impl PlacesClient {
         let ms = millis(now - r.started);
         log.event(format_args!("places#{request} failed: {why} after {ms} ms"));
         let json = error_json(&format!("Places request failed: {why}"), "UNKNOWN_ERROR");
-        self.reply(r, request, json)
+        self.reply(r, request, json, log)
     }
 
-    fn reply(&mut self, r: Request, request: u64, json: String) -> Vec<PlacesAction> {
+    fn reply(
+        &mut self,
+        r: Request,
+        request: u64,
+        json: String,
+        log: &mut Log,
+    ) -> Vec<PlacesAction> {
         let Some(client) = r.client else {
+            log.event(format_args!(
+                "places#{request} answer dropped: its client has gone"
+            ));
             return Vec::new();
         };
         let mut bytes = r.query.at_line;
