@@ -69,13 +69,17 @@ pub struct ServerOptions {
     pub max_clients: Option<usize>,
     /// A client connection idle this many seconds is closed.
     pub idle_timeout_secs: Option<u64>,
+    /// Where positions are kept across restarts (`--state`).
+    pub state_path: Option<PathBuf>,
+    /// The file holding the herd's shared secret (`--herd-secret-file`).
+    pub herd_secret_file: Option<PathBuf>,
 }
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Run one server of the herd.
-    Run(ServerOptions),
+    Run(Box<ServerOptions>),
     /// Print this usage text (no trailing newline) and exit 0.
     Help(String),
     /// Print this version line (no trailing newline) and exit 0.
@@ -138,6 +142,18 @@ fn options() -> Options {
         "idle-timeout",
         "close a client connection idle for SECS seconds",
         "SECS",
+    );
+    opts.optopt(
+        "",
+        "state",
+        "keep positions in FILE across restarts (appended, compacted now and then)",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "herd-secret-file",
+        "peers must prove they know the secret in FILE (HMAC over a fresh challenge)",
+        "FILE",
     );
     opts.optflag("h", "help", "print this help and exit");
     opts.optflag("V", "version", "print the version and exit");
@@ -233,6 +249,10 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         .map(|n| parse_number("--idle-timeout", &n, 1, MAX_IDLE_TIMEOUT_SECS))
         .transpose()?;
 
+    let state_path = non_empty("--state", matches.opt_str("state"))?.map(PathBuf::from);
+    let herd_secret_file =
+        non_empty("--herd-secret-file", matches.opt_str("herd-secret-file"))?.map(PathBuf::from);
+
     let (name, port) = match matches.free.as_slice() {
         [] => return usage_error("missing server NAME (see --help)"),
         [name] => (name.clone(), None),
@@ -260,7 +280,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
     }
 
     let log_path = log_path.unwrap_or_else(|| PathBuf::from("logs").join(format!("{name}.log")));
-    Ok(Command::Run(ServerOptions {
+    Ok(Command::Run(Box::new(ServerOptions {
         name,
         port,
         config_path,
@@ -271,7 +291,9 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         places_ca,
         max_clients,
         idle_timeout_secs,
-    }))
+        state_path,
+        herd_secret_file,
+    })))
 }
 
 /// Parses the PORT argument: 1..=65535, digits only.
@@ -294,7 +316,7 @@ mod tests {
 
     fn run(list: &[&str]) -> ServerOptions {
         match parse_args(&args(list)) {
-            Ok(Command::Run(options)) => options,
+            Ok(Command::Run(options)) => *options,
             other => panic!("{list:?} gave {other:?}"),
         }
     }

@@ -37,7 +37,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::herd::auth::{Role, Secret};
 use crate::herd::link::{backoff_delay, Jitter, Link, LinkState};
+use crate::herd::state::StateFile;
 use crate::herd::store::Store;
 use crate::herd::{ClientAction, Herd, PlacesQuery};
 use crate::log::{Escaped, Log};
@@ -90,6 +92,10 @@ pub struct Settings {
     pub places: PlacesSettings,
     pub max_clients: Option<usize>,
     pub idle_timeout: Option<Duration>,
+    /// The state file (`--state`), if any.
+    pub state_path: Option<std::path::PathBuf>,
+    /// The herd secret (`--herd-secret-file`), if any.
+    pub secret: Option<Secret>,
 }
 
 /// Why the loop could not start.
@@ -213,6 +219,20 @@ struct PeerConn {
     last_heard: Instant,
     /// How much unsent output is tolerated (more while a catch-up drains).
     allowance: usize,
+    /// Where the herd-secret handshake stands (see `herd/auth.rs`).
+    handshake: Handshake,
+}
+
+/// The herd-secret handshake on one peer connection.
+enum Handshake {
+    /// Nothing pending: no secret, or the handshake is over.
+    Done,
+    /// We dialed; our HELLO carried this nonce, which the CHALLENGE must prove.
+    Sent { nonce: String },
+    /// We dialed, and the neighbour proved it knows the secret.
+    Verified,
+    /// It dialed; our CHALLENGE to neighbour `link` carried this nonce.
+    Challenged { link: usize, nonce: String },
 }
 
 /// What handling a batch of lines asks the loop to do next.
@@ -301,7 +321,29 @@ impl EventLoop {
             store: Store::default(),
             links,
             log: settings.log,
+            state: None,
+            secret: settings.secret,
         };
+        if let Some(path) = &settings.state_path {
+            let (state, loaded) = StateFile::open(path).map_err(|e| {
+                StartError::Io(format!(
+                    "cannot open the state file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            for u in &loaded.positions {
+                herd.store.update(&u.client, u.time_ns, &u.at_line);
+            }
+            herd.log.event(format_args!(
+                "state file {}: {} records, {} positions, {} damaged records skipped, {} torn bytes cut",
+                path.display(),
+                loaded.positions.len(),
+                herd.store.len(),
+                loaded.skipped,
+                loaded.torn_bytes
+            ));
+            herd.state = Some(state);
+        }
         let client_addr = client_listener.local_addr().unwrap_or(settings.client_addr);
         let peer_addr = peer_listener.local_addr().unwrap_or(settings.peer_addr);
         herd.log.event(format_args!(
@@ -371,8 +413,9 @@ impl EventLoop {
             while let Some(event) = self.timers.pop_expired(now) {
                 self.on_timer(event, now);
             }
-            // Phase 4: free what closed, write the log.
+            // Phase 4: free what closed, write the state and the log.
             self.reap();
+            self.herd.flush_state();
             self.herd.log.flush();
         }
         self.shut_down();
@@ -448,6 +491,7 @@ impl EventLoop {
                 Conn::Places(_) => {}
             }
         }
+        self.herd.flush_state();
         self.herd
             .log
             .event(format_args!("{} stopping on {why}", self.herd.name));
@@ -668,9 +712,11 @@ impl EventLoop {
         if readable {
             self.client_data_received(key);
         }
-        // Floods leave before the client's reply: a client that gets its AT
-        // line and asks a neighbour finds the update there.
+        // Floods leave, and new positions reach the state file, before the
+        // client's reply: a client that gets its AT line and asks a neighbour
+        // finds the update there, and a kill cannot lose what it saw.
         self.flush_dirty_peers();
+        self.herd.flush_state();
         if readable || writable {
             self.client_flush(key);
         }
@@ -872,6 +918,7 @@ impl EventLoop {
                         lines: LineReader::default(),
                         last_heard: now,
                         allowance: PEER_BACKLOG,
+                        handshake: Handshake::Done,
                     })
                 });
                 match conn {
@@ -953,11 +1000,24 @@ impl EventLoop {
                 }
             }
             self.timers.cancel(timeout);
-            let hello = format!("HELLO {}\n", self.herd.name);
+            let mut hello = format!("HELLO {}", self.herd.name);
+            if let Some(secret) = &self.herd.secret {
+                match secret.nonce() {
+                    Ok(nonce) => {
+                        hello = format!("{hello} {nonce}");
+                        p.handshake = Handshake::Sent { nonce };
+                    }
+                    Err(e) => {
+                        self.back_off(link, &e);
+                        return;
+                    }
+                }
+            }
             p.transport.write(hello.as_bytes());
+            p.transport.write(b"\n");
             self.herd.log.event(format_args!(
-                "peer-out {}#{} > HELLO {}",
-                self.herd.links[link].name, p.id, self.herd.name
+                "peer-out {}#{} > {hello}",
+                self.herd.links[link].name, p.id
             ));
             let timeout = self.timers.call_later(
                 Instant::now(),
@@ -1029,7 +1089,18 @@ impl EventLoop {
                 Escaped(line)
             ));
             match peer::parse_peer_message(line) {
+                PeerMessage::Challenge { nonce, proof } => {
+                    if let Err(why) = self.answer_challenge(key, link, nonce, proof) {
+                        self.close(key, &why);
+                    }
+                }
                 PeerMessage::Welcome { name: n } if n == name.as_bytes() => {
+                    if self.herd.secret.is_some() && !self.handshake_verified(key) {
+                        let why = "welcomed without proving the herd secret";
+                        self.herd.log.event(format_args!("link {name}: {why}"));
+                        self.close(key, why);
+                        continue;
+                    }
                     if let LinkState::Greeting { timeout, .. } = self.herd.links[link].state {
                         self.timers.cancel(timeout);
                         self.herd.links[link].failures = 0;
@@ -1055,6 +1126,58 @@ impl EventLoop {
         if let Some(why) = end {
             self.close(key, &why);
         }
+    }
+
+    /// The neighbour we dialed proves it knows the herd secret (its proof over
+    /// our nonce) and challenges us to prove it too (over its nonce).
+    fn answer_challenge(
+        &mut self,
+        key: usize,
+        link: usize,
+        nonce: &[u8],
+        proof: &[u8],
+    ) -> Result<(), String> {
+        let EventLoop { conns, herd, .. } = self;
+        let Some(secret) = herd.secret.as_ref() else {
+            return Err("the neighbour asks for a herd secret we do not have".to_string());
+        };
+        let Some(Slot {
+            conn: Conn::PeerOut(p),
+            ..
+        }) = conns.get_mut(key)
+        else {
+            return Ok(());
+        };
+        let Handshake::Sent { nonce: ours } = &p.handshake else {
+            return Err("unexpected CHALLENGE".to_string());
+        };
+        let (me, them) = (herd.name.as_bytes(), herd.links[link].name.as_bytes());
+        if !secret.verify(Role::Acceptor, ours.as_bytes(), me, them, proof) {
+            herd.log.event(format_args!(
+                "link {}: the neighbour failed to prove the herd secret",
+                herd.links[link].name
+            ));
+            return Err("the neighbour failed to prove the herd secret".to_string());
+        }
+        let answer = secret.proof(Role::Dialer, nonce, me, them);
+        p.transport.write(format!("PROOF {answer}\n").as_bytes());
+        herd.log.event(format_args!(
+            "peer-out {}#{} > PROOF {answer}",
+            herd.links[link].name, p.id
+        ));
+        p.handshake = Handshake::Verified;
+        self.peer_flush(key);
+        Ok(())
+    }
+
+    fn handshake_verified(&self, key: usize) -> bool {
+        matches!(
+            self.conns.get(key).map(|s| &s.conn),
+            Some(Conn::PeerOut(PeerConn {
+                handshake: Handshake::Verified,
+                ..
+            }))
+        )
     }
 
     /// When a link comes up, the neighbour gets every position we know.
@@ -1098,6 +1221,7 @@ impl EventLoop {
                 lines: LineReader::default(),
                 last_heard: now,
                 allowance: PEER_BACKLOG,
+                handshake: Handshake::Done,
             })
         }) {
             self.herd.log.event(format_args!(
@@ -1141,6 +1265,7 @@ impl EventLoop {
             transport,
             lines,
             last_heard,
+            handshake,
             ..
         } = p;
         let mut greeted = None;
@@ -1149,8 +1274,14 @@ impl EventLoop {
             let got = transport.read(read_buf);
             let mut on_line = |line: &[u8]| {
                 if end.is_none() {
-                    end =
-                        peer_line_received(herd, effects, transport, link, &mut greeted, *id, line);
+                    end = peer_line_received(
+                        herd,
+                        effects,
+                        transport,
+                        (link, handshake, &mut greeted),
+                        *id,
+                        line,
+                    );
                 }
             };
             match got {
@@ -1234,6 +1365,7 @@ impl EventLoop {
             }
             TimerEvent::Heartbeat => {
                 self.heartbeat(now);
+                self.herd.compact_state();
                 self.timers
                     .call_later(now, HEARTBEAT, TimerEvent::Heartbeat);
             }
@@ -1459,8 +1591,7 @@ fn peer_line_received(
     herd: &mut Herd,
     effects: &mut Effects,
     transport: &mut Transport,
-    link: &mut Option<usize>,
-    greeted: &mut Option<usize>,
+    (link, handshake, greeted): (&mut Option<usize>, &mut Handshake, &mut Option<usize>),
     id: u64,
     line: &[u8],
 ) -> Option<String> {
@@ -1475,20 +1606,73 @@ fn peer_line_received(
         }
         (PeerMessage::Ping, Some(_)) => transport.write(b"PONG\n"),
         (PeerMessage::Blank, _) => {}
-        (PeerMessage::Hello { name }, None) => match herd.link_named(name) {
-            Some(l) => {
-                *link = Some(l);
-                *greeted = Some(l);
-                transport.write(format!("WELCOME {}\n", herd.name).as_bytes());
-            }
-            None => {
+        (PeerMessage::Hello { name, nonce }, None) => {
+            let Some(l) = herd.link_named(name) else {
                 transport.write(b"REFUSED not a neighbour\n");
                 return Some(format!(
                     "refused HELLO from {}: not a neighbour",
                     Escaped(name)
                 ));
+            };
+            if matches!(handshake, Handshake::Challenged { .. }) {
+                transport.write(b"REFUSED PROOF expected\n");
+                return Some("a second HELLO".to_string());
             }
-        },
+            match (&herd.secret, nonce) {
+                (None, _) => {
+                    *link = Some(l);
+                    *greeted = Some(l);
+                    transport.write(format!("WELCOME {}\n", herd.name).as_bytes());
+                }
+                (Some(_), None) => {
+                    transport.write(b"REFUSED herd secret required\n");
+                    return Some(format!(
+                        "refused HELLO from {}: no proof of the herd secret offered",
+                        Escaped(name)
+                    ));
+                }
+                (Some(secret), Some(theirs)) => {
+                    let ours = match secret.nonce() {
+                        Ok(n) => n,
+                        Err(e) => return Some(e),
+                    };
+                    let proof = secret.proof(Role::Acceptor, theirs, name, herd.name.as_bytes());
+                    transport.write(format!("CHALLENGE {ours} {proof}\n").as_bytes());
+                    *handshake = Handshake::Challenged {
+                        link: l,
+                        nonce: ours,
+                    };
+                }
+            }
+        }
+        (PeerMessage::Proof { proof }, None) => {
+            let Handshake::Challenged { link: l, nonce } = handshake else {
+                transport.write(b"REFUSED HELLO expected\n");
+                return Some("PROOF before HELLO".to_string());
+            };
+            let l = *l;
+            let them = herd.links[l].name.as_bytes();
+            let ok = herd.secret.as_ref().is_some_and(|secret| {
+                secret.verify(
+                    Role::Dialer,
+                    nonce.as_bytes(),
+                    them,
+                    herd.name.as_bytes(),
+                    proof,
+                )
+            });
+            if !ok {
+                transport.write(b"REFUSED bad proof of the herd secret\n");
+                return Some(format!(
+                    "refused HELLO from {}: bad proof of the herd secret",
+                    herd.links[l].name
+                ));
+            }
+            *handshake = Handshake::Done;
+            *link = Some(l);
+            *greeted = Some(l);
+            transport.write(format!("WELCOME {}\n", herd.name).as_bytes());
+        }
         (_, None) => {
             transport.write(b"REFUSED HELLO expected\n");
             return Some("no HELLO".to_string());

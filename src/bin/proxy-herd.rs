@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use proxy_herd::cli::{self, Command, PlacesApi};
 use proxy_herd::event_loop::{EventLoop, Settings, StartError};
+use proxy_herd::herd::auth::Secret;
 use proxy_herd::herd::config::Addr;
 use proxy_herd::log::Log;
 use proxy_herd::places::http::{Api, Endpoint};
@@ -65,6 +66,16 @@ fn main() -> ExitCode {
             idle_timeout: options
                 .idle_timeout_secs
                 .map(std::time::Duration::from_secs),
+            state_path: options.state_path.clone(),
+            secret: match &options.herd_secret_file {
+                Some(path) => {
+                    let bytes = std::fs::read(path).map_err(|e| {
+                        format!("cannot read the herd secret file {}: {e}", path.display())
+                    })?;
+                    Some(Secret::new(&bytes)?)
+                }
+                None => None,
+            },
         })
     })();
     let mut settings = match settings {

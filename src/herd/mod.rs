@@ -6,8 +6,10 @@
 //! ([`crate::event_loop`]) does the writing, flooding and Places requests.
 //! The herd file lives in [`config`].
 
+pub mod auth;
 pub mod config;
 pub mod link;
+pub mod state;
 pub mod store;
 
 use crate::log::{Escaped, Log};
@@ -46,6 +48,10 @@ pub struct Herd {
     /// One per neighbour, in herd-file order; a link is named by its index.
     pub links: Vec<Link>,
     pub log: Log,
+    /// Where new positions are recorded, with `--state`.
+    pub state: Option<state::StateFile>,
+    /// The herd secret peers must prove, with `--herd-secret-file`.
+    pub secret: Option<auth::Secret>,
 }
 
 impl Herd {
@@ -62,6 +68,7 @@ impl Herd {
             Request::IAmAt(req) => {
                 let at = client::format_at(&self.name, now_ns, &req);
                 if self.store.update(req.client, req.time_ns, &at) {
+                    self.persist(&at);
                     ClientAction::ReplyAndFlood(at)
                 } else {
                     let mut reply = at;
@@ -96,6 +103,9 @@ impl Herd {
         let new = self
             .store
             .update(&update.client, update.time_ns, &update.at_line);
+        if new {
+            self.persist(&update.at_line);
+        }
         self.log.event(format_args!(
             "update from {} {}: {}",
             self.links[from].name,
@@ -103,6 +113,43 @@ impl Herd {
             Escaped(&update.client)
         ));
         new
+    }
+}
+
+impl Herd {
+    fn persist(&mut self, at_line: &[u8]) {
+        if let Some(state) = self.state.as_mut() {
+            state.record(at_line);
+        }
+    }
+
+    /// Writes the recorded positions to the state file: called before the
+    /// turn's replies go out, so what a client saw acknowledged is written.
+    pub fn flush_state(&mut self) {
+        if let Some(Err(e)) = self.state.as_mut().map(|s| s.flush()) {
+            self.log
+                .event(format_args!("state file: write failed: {e}"));
+        }
+    }
+
+    /// Rewrites the state file with just the live positions, now and then.
+    pub fn compact_state(&mut self) {
+        let Some(state) = self.state.as_mut() else {
+            return;
+        };
+        if !state.wants_compaction(self.store.len()) {
+            return;
+        }
+        let result = state.compact(self.store.positions().map(|p| &p.at_line[..]));
+        match result {
+            Ok(()) => self.log.event(format_args!(
+                "state file: compacted to {} positions",
+                self.store.len()
+            )),
+            Err(e) => self
+                .log
+                .event(format_args!("state file: compaction failed: {e}")),
+        }
     }
 }
 
@@ -122,6 +169,8 @@ mod tests {
             store: Store::default(),
             links: Vec::new(),
             log: Log::discard(),
+            state: None,
+            secret: None,
         }
     }
 

@@ -2,7 +2,9 @@
 //! like the client protocol, on the peer port only.
 //!
 //! ```text
-//! dialer -> acceptor   HELLO <name>
+//! dialer -> acceptor   HELLO <name> [<nonce>]
+//! acceptor -> dialer   CHALLENGE <nonce> <proof>  (with a herd secret: see herd/auth.rs)
+//! dialer -> acceptor   PROOF <proof>              (likewise)
 //! acceptor -> dialer   WELCOME <name>            or   REFUSED <reason>
 //! dialer -> acceptor   AT <server> <diff> <client> <location> <time>   (updates, catch-up)
 //! dialer -> acceptor   PING           acceptor -> dialer   PONG         (liveness)
@@ -17,9 +19,23 @@ use super::{fields, split_exact};
 /// One peer line, parsed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PeerMessage<'a> {
-    Hello { name: &'a [u8] },
-    Welcome { name: &'a [u8] },
-    Refused { reason: &'a [u8] },
+    Hello {
+        name: &'a [u8],
+        nonce: Option<&'a [u8]>,
+    },
+    Challenge {
+        nonce: &'a [u8],
+        proof: &'a [u8],
+    },
+    Proof {
+        proof: &'a [u8],
+    },
+    Welcome {
+        name: &'a [u8],
+    },
+    Refused {
+        reason: &'a [u8],
+    },
     Update(Update),
     Ping,
     Pong,
@@ -44,6 +60,11 @@ pub fn is_server_name(name: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A nonce or a proof: hex digits, not too many.
+fn is_token(t: &[u8]) -> bool {
+    (1..=128).contains(&t.len()) && t.iter().all(u8::is_ascii_hexdigit)
+}
+
 /// Parses one peer line (without `\n`).
 pub fn parse_peer_message(line: &[u8]) -> PeerMessage<'_> {
     let Some(command) = fields(line).next() else {
@@ -55,7 +76,22 @@ pub fn parse_peer_message(line: &[u8]) -> PeerMessage<'_> {
             .filter(|n| is_server_name(n))
     };
     let parsed = match command {
-        b"HELLO" => named(line).map(|name| PeerMessage::Hello { name }),
+        b"HELLO" => match fields(line).collect::<Vec<_>>()[..] {
+            [_, name] if is_server_name(name) => Some(PeerMessage::Hello { name, nonce: None }),
+            [_, name, nonce] if is_server_name(name) && is_token(nonce) => {
+                Some(PeerMessage::Hello {
+                    name,
+                    nonce: Some(nonce),
+                })
+            }
+            _ => None,
+        },
+        b"CHALLENGE" => split_exact::<3>(line)
+            .filter(|[_, n, p]| is_token(n) && is_token(p))
+            .map(|[_, nonce, proof]| PeerMessage::Challenge { nonce, proof }),
+        b"PROOF" => split_exact::<2>(line)
+            .filter(|[_, p]| is_token(p))
+            .map(|[_, proof]| PeerMessage::Proof { proof }),
         b"WELCOME" => named(line).map(|name| PeerMessage::Welcome { name }),
         b"REFUSED" => {
             // The reason is the rest of the line after the command.
@@ -130,14 +166,37 @@ mod tests {
     fn greetings() {
         assert_eq!(
             parse_peer_message(b"HELLO Riley"),
-            PeerMessage::Hello { name: b"Riley" }
+            PeerMessage::Hello {
+                name: b"Riley",
+                nonce: None
+            }
         );
+        assert_eq!(
+            parse_peer_message(b"HELLO Riley 0a1b"),
+            PeerMessage::Hello {
+                name: b"Riley",
+                nonce: Some(b"0a1b")
+            }
+        );
+        assert_eq!(parse_peer_message(b"HELLO Riley xyz"), PeerMessage::Invalid);
+        assert_eq!(
+            parse_peer_message(b"CHALLENGE 00ff abcd"),
+            PeerMessage::Challenge {
+                nonce: b"00ff",
+                proof: b"abcd"
+            }
+        );
+        assert_eq!(
+            parse_peer_message(b"PROOF 12"),
+            PeerMessage::Proof { proof: b"12" }
+        );
+        assert_eq!(parse_peer_message(b"PROOF"), PeerMessage::Invalid);
         assert_eq!(
             parse_peer_message(b"WELCOME Jaquez\r"),
             PeerMessage::Welcome { name: b"Jaquez" }
         );
         assert_eq!(parse_peer_message(b"HELLO"), PeerMessage::Invalid);
-        assert_eq!(parse_peer_message(b"HELLO a b"), PeerMessage::Invalid);
+        assert_eq!(parse_peer_message(b"HELLO a b c"), PeerMessage::Invalid);
         assert_eq!(parse_peer_message(b"HELLO bad!name"), PeerMessage::Invalid);
         assert_eq!(
             parse_peer_message(b"REFUSED  not a neighbour "),
