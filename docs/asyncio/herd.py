@@ -50,7 +50,8 @@ HEARTBEAT = 1.0                  # PING this often...
 SILENCE = 5.0                    # ...and a link silent this long is dead
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 3.2
 PLACES_TIMEOUT = 10.0
-PLACES_POOL = 4                  # idle keep-alive connections kept to Places
+PLACES_POOL = 16                 # idle keep-alive connections kept to Places...
+PLACES_IDLE_FOR = 20.0           # ...for at most this long
 PLACES_MAX_BODY = 16 * 1024 * 1024
 NS = 1_000_000_000
 
@@ -1343,9 +1344,9 @@ async def read_response(reader):
 
 
 class PlacesClient:
-    """HTTPS to Places with a small keep-alive pool. Each WHATSAT is a task, so
-    other clients never wait for it (the Rust loop runs a state machine per
-    request instead)."""
+    """HTTPS to Places with a keep-alive pool (places/client.rs). Each WHATSAT
+    is a task, so other clients never wait for it; the Rust loop runs a state
+    machine per request instead. Log lines and error texts are the Rust ones."""
 
     def __init__(self, opts, key):
         self.api = opts["places_api"]
@@ -1353,7 +1354,7 @@ class PlacesClient:
         self.key = key or ""
         self.ca = opts["places_ca"]
         self.ssl = None       # built on first use: loading the CA store takes a while
-        self.idle = []        # (reader, writer) kept alive for reuse
+        self.idle = []        # [reader, writer, conn id, expiry TimerHandle]
         self.requests = 0
         self.server = None    # set once the Server exists
         self.tasks = set()
@@ -1376,7 +1377,7 @@ class PlacesClient:
         task.add_done_callback(self.tasks.discard)
 
     def build(self, coords, radius, bound):
-        """The request bytes and how the log shows them (never the key)."""
+        """The request bytes and how the log shows them (never the key): http.rs."""
         ep, (lat, lon) = self.endpoint, coords
         head = ("Host: {}\r\nUser-Agent: proxy-herd/{}\r\nAccept: application/json\r\n"
                 "Connection: keep-alive\r\n").format(ep.authority, VERSION)
@@ -1402,61 +1403,87 @@ class PlacesClient:
         log.event(f"places#{request} request {shown} for client#{client.id}")
         start = loop.time()
         try:
-            status, body = await asyncio.wait_for(self.exchange(data), PLACES_TIMEOUT)
+            status, body = await asyncio.wait_for(self.exchange(request, data), PLACES_TIMEOUT)
             json_text, outcome = render_reply(self.api, status, body, bound)
         except asyncio.TimeoutError:
-            json_text, outcome = error_json("Places did not answer within 10 s"), "timed out"
-        except ssl.SSLError as e:  # before OSError: it is one
-            json_text, outcome = error_json("TLS failure talking to Places"), f"TLS: {e}"
-        except OSError as e:
-            json_text, outcome = error_json("cannot reach Places"), f"cannot connect: {e}"
-        except (HttpError, ValueError, EOFError, asyncio.LimitOverrunError) as e:
-            json_text, outcome = (error_json("bad HTTP answer from Places"),
-                                  f"bad HTTP answer: {e or type(e).__name__}")
+            json_text, outcome = None, f"no answer in {PLACES_TIMEOUT:.0f} s"
+        except PlacesFailure as e:
+            json_text, outcome = None, str(e)
         ms = (loop.time() - start) * 1000
         if isinstance(outcome, int):
             log.event(f"places#{request} answered: HTTP {status}, {outcome} results, in {ms:.3f} ms")
         else:
             log.event(f"places#{request} failed: {outcome} after {ms:.3f} ms")
+        if json_text is None:
+            json_text = error_json(f"Places request failed: {outcome}")
+        if client.closed:
+            log.event(f"places#{request} answer dropped: its client has gone")
+            return
         reply = at_line + b"\n" + json_text.encode("utf-8", "replace")
         client.places_answered(request, reply, at_line)
 
-    async def exchange(self, data):
-        """One request on a pooled connection, or on a fresh one; a pooled
-        connection that the server closed meanwhile gets one retry, fresh."""
+    async def exchange(self, request, data):
+        """One request on an idle pooled connection, or on a new one. A pooled
+        connection the server had closed meanwhile gets one retry, fresh."""
+        log = self.server.log
         while self.idle:
-            reader, writer = self.idle.pop()
+            reader, writer, conn_id, expiry = self.idle.pop()
+            expiry.cancel()
             if writer.is_closing() or reader.at_eof():
                 writer.close()
                 continue
+            log.event(f"places conn#{conn_id} reused for places#{request}")
             try:
-                return await self.send(reader, writer, data)
-            except (OSError, HttpError, EOFError):
-                continue  # stale keep-alive connection: try another
-        reader, writer = await self.open()
-        return await self.send(reader, writer, data)
+                return await self.send(reader, writer, conn_id, data)
+            except PlacesFailure as e:
+                log.event(f"places#{request} retried on a fresh connection: {e}")
+                break
+        reader, writer, conn_id = await self.open(request)
+        return await self.send(reader, writer, conn_id, data)
 
-    async def open(self):
-        ep = self.endpoint
+    async def open(self, request):
+        ep, log = self.endpoint, self.server.log
         conn_id = self.server.next_conn_id()
-        reader, writer = await asyncio.open_connection(
-            ep.host, ep.port, ssl=self.context(), server_hostname=ep.host)
-        self.server.log.event(f"places conn#{conn_id} TLS handshake done")
-        return reader, writer
+        log.event(f"places conn#{conn_id} connecting for places#{request}")
+        try:
+            reader, writer = await asyncio.open_connection(
+                ep.host, ep.port, ssl=self.context(), server_hostname=ep.host)
+        except ssl.SSLError as e:  # before OSError: it is one
+            raise PlacesFailure(f"TLS: {e}") from None
+        except OSError as e:
+            raise PlacesFailure(f"connect failed: {e}") from None
+        tls = writer.get_extra_info("ssl_object")
+        log.event(f"places conn#{conn_id} TLS handshake done ({tls.version() if tls else '?'})")
+        return reader, writer, conn_id
 
-    async def send(self, reader, writer, data):
+    async def send(self, reader, writer, conn_id, data):
         keep = False
         try:
             writer.write(data)
             await writer.drain()
             status, body, keep = await read_response(reader)
             return status, body
+        except (OSError, HttpError, EOFError, ValueError, asyncio.LimitOverrunError) as e:
+            raise PlacesFailure(f"HTTP: {e or type(e).__name__}") from None
         finally:
-            # Reuse only a connection that ended cleanly with nothing extra read.
+            # Pool only a connection that ended cleanly with nothing extra read.
             if keep and not reader._buffer and len(self.idle) < PLACES_POOL:
-                self.idle.append((reader, writer))
+                loop = asyncio.get_running_loop()
+                entry = [reader, writer, conn_id, None]
+                entry[3] = loop.call_later(PLACES_IDLE_FOR, self.expire, entry)
+                self.idle.append(entry)
             else:
                 writer.close()
+
+    def expire(self, entry):
+        """An idle connection unused for PLACES_IDLE_FOR is closed."""
+        if entry in self.idle:
+            self.idle.remove(entry)
+            entry[1].close()
+
+
+class PlacesFailure(Exception):
+    """Why a Places request failed, in the Rust client's words."""
 
 
 # ----- start and stop (src/bin/proxy-herd.rs) ---------------------------------
