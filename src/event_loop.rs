@@ -335,7 +335,7 @@ impl EventLoop {
                 herd.store.update(&u.client, u.time_ns, &u.at_line);
             }
             herd.log.event(format_args!(
-                "state file {}: {} records, {} positions, {} damaged records skipped, {} torn bytes cut",
+                "state file {}: {} good records, {} positions, {} damaged records skipped, {} torn bytes cut",
                 path.display(),
                 loaded.positions.len(),
                 herd.store.len(),
