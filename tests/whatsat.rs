@@ -197,8 +197,8 @@ fn connections_are_kept_alive_and_reused() {
 }
 
 /// Every failure keeps the reply's shape: AT line, error JSON, blank line.
-fn assert_error_answer(s: &Setup, needle: &str) {
-    let (at, answer) = ask(&s.server, "10", 3);
+fn assert_error_answer(server: &Server, needle: &str) {
+    let (at, answer) = ask(server, "10", 3);
     let (first, json) = answer.split_once('\n').unwrap();
     assert_eq!(first, at);
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
@@ -207,10 +207,10 @@ fn assert_error_answer(s: &Setup, needle: &str) {
     assert_eq!(v["html_attributions"], serde_json::json!([]));
     let message = v["error_message"].as_str().unwrap();
     assert!(message.contains(needle), "{message}");
-    let log = s.server.log_text();
+    let log = server.log_text();
     assert!(log.contains("failed:") && log.contains(needle), "{log}");
     // The server goes on serving.
-    let mut c = s.server.connect();
+    let mut c = server.connect();
     c.send(b"IAMAT after +1-1 1\n");
     assert!(c.read_line().starts_with("AT Riley "));
 }
@@ -226,57 +226,33 @@ fn an_untrusted_certificate_is_refused() {
         &[],
         Some(KEY),
     );
-    assert_error_answer(&s, "certificate");
+    assert_error_answer(&s.server, "certificate");
 }
 
 #[test]
 fn an_http_500_gives_the_error_answer() {
     let s = setup("http500", &["--fail", "http500"], &[], Some(KEY));
-    assert_error_answer(&s, "500");
+    assert_error_answer(&s.server, "500");
 }
 
 #[test]
 fn a_connection_closed_without_an_answer_gives_the_error_answer() {
     let s = setup("closed", &["--fail", "close"], &[], Some(KEY));
-    assert_error_answer(&s, "HTTP");
+    assert_error_answer(&s.server, "HTTP");
 }
 
 #[test]
 fn a_body_that_is_not_json_gives_the_error_answer() {
     let s = setup("notjson", &["--fail", "not-json"], &[], Some(KEY));
-    assert_error_answer(&s, "JSON");
+    assert_error_answer(&s.server, "JSON");
 }
 
 #[test]
 fn an_unreachable_places_gives_the_error_answer() {
-    let dir = TempDir::new("unreachable");
-    let port = free_port();
-    let config = dir.path("herd.txt");
-    std::fs::write(
-        &config,
-        format!("Riley 127.0.0.1:{port} peer=127.0.0.1:{}\n", free_port()),
-    )
-    .unwrap();
-    let log = dir.path("Riley.log");
-    let args: Vec<String> = [
-        "-c",
-        &config.display().to_string(),
-        "-l",
-        &log.display().to_string(),
-        "--places-url",
-        &format!("https://127.0.0.1:{}/nearbysearch/json", free_port()),
-        "Riley",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let server = start_server("Riley", &args, ([127, 0, 0, 1], port).into(), &log);
-    let s = Setup {
-        places: PlacesOffline::start(&dir, &[]),
-        dir,
-        server,
-    };
-    assert_error_answer(&s, "connect");
+    // The harness's herds point Places at a closed local port.
+    let mut herd = Herd::new("unreachable", &[("Riley", &[])]);
+    herd.start_named("Riley");
+    assert_error_answer(herd.server("Riley"), "connect");
 }
 
 #[test]
