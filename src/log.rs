@@ -117,12 +117,18 @@ pub struct Escaped<'a>(pub &'a [u8]);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        for &b in self.0 {
-            if (0x20..0x7f).contains(&b) && b != b'\\' {
-                f.write_char(char::from(b))?;
-            } else {
-                write!(f, "\\x{b:02x}")?;
-            }
+        let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'\\';
+        let mut rest = self.0;
+        while !rest.is_empty() {
+            // Write each run of printable ASCII in one go: lines are mostly that.
+            let run = rest.iter().take_while(|b| plain(b)).count();
+            let (text, tail) = rest.split_at(run);
+            f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)?;
+            let Some((&b, tail)) = tail.split_first() else {
+                break;
+            };
+            write!(f, "\\x{b:02x}")?;
+            rest = tail;
         }
         Ok(())
     }
