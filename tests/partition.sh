@@ -15,7 +15,7 @@
 # PARTITION_QDISC replaces case 4's `netem delay 100ms loss 10%` (e.g. with a
 # `tbf ...` to try the case's plumbing on a kernel without sch_netem).
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
 skip() {
     echo "partition tests skipped: $*"
