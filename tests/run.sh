@@ -2,7 +2,9 @@
 # The project's test command (README, .ci/run): every Rust test, then the
 # protocol, herd and WHATSAT integration tests again against the Python
 # asyncio counterpart (docs/asyncio/herd.py) when python3 and it are present,
-# so the two implementations never drift apart.
+# so the two implementations never drift apart; then the partition script
+# (each server in its own network namespace), which skips itself unless it
+# runs as root where `ip netns` works.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,3 +16,6 @@ if [ -f docs/asyncio/herd.py ] && command -v python3 >/dev/null 2>&1; then
 else
     echo "== asyncio counterpart tests skipped: no python3 or no docs/asyncio/herd.py"
 fi
+
+echo "== partitions across network namespaces"
+tests/partition.sh
