@@ -597,9 +597,22 @@ fn latency_still_answers_in_order() {
     let mut c = Client::connect(server.port, "localhost");
     let a = legacy(&format!("{UCLA}&radius=3000&key=K"));
     let b = legacy("location=0,-140&radius=10&key=K");
-    c.send(format!("GET {a} HTTP/1.1\r\n\r\nGET {b} HTTP/1.1\r\n\r\n").as_bytes());
+    let d = legacy(&format!("{UCLA}&radius=10"));
+    // Three in one write share one deadline (their timers tie): the answers
+    // still come in request order, and not before the delay.
+    let sent = Instant::now();
+    c.send(
+        format!("GET {a} HTTP/1.1\r\n\r\nGET {b} HTTP/1.1\r\n\r\nGET {d} HTTP/1.1\r\n\r\n")
+            .as_bytes(),
+    );
     assert_eq!(c.response().unwrap().json()["status"], "OK");
+    assert!(sent.elapsed() >= Duration::from_millis(150));
     assert_eq!(c.response().unwrap().json()["status"], "ZERO_RESULTS");
+    assert_eq!(c.response().unwrap().json()["status"], "REQUEST_DENIED");
+    // A later request on the same connection waits its own delay.
+    let again = Instant::now();
+    assert_eq!(c.get(&b).json()["status"], "ZERO_RESULTS");
+    assert!(again.elapsed() >= Duration::from_millis(150));
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! - [`places`]: loading the data file; [`index`]: the spatial grid.
 //! - [`api`]: requests to answers, Google's JSON shapes (pure).
 //! - [`http`]: HTTP/1.1 request parsing and response framing (pure).
-//! - [`server`]: the mio event loop and the TLS connections; [`timers`]: `call_later`.
+//! - [`server`]: the mio event loop and the TLS connections; its timers are
+//!   the crate's [`crate::timers::Timers`].
 //! - [`tls`]: the certificate and key; [`log`]: the request log.
 //!
 //! The herd's own Places *client* is elsewhere, in `crate::places`.
@@ -19,7 +20,6 @@ pub mod log;
 pub mod options;
 pub mod places;
 pub mod server;
-pub mod timers;
 pub mod tls;
 
 use std::fmt;
