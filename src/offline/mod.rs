@@ -9,14 +9,14 @@
 //! - [`http`]: HTTP/1.1 request parsing and response framing (pure).
 //! - [`server`]: the mio event loop and the TLS connections; its timers are
 //!   the crate's [`crate::timers::Timers`].
-//! - [`tls`]: the certificate and key; [`log`]: the request log.
+//! - [`tls`]: the certificate and key. The request log is the crate's
+//!   [`crate::log::Log`]; what goes into a line is decided in [`server`].
 //!
 //! The herd's own Places *client* is elsewhere, in `crate::places`.
 
 pub mod api;
 pub mod http;
 pub mod index;
-pub mod log;
 pub mod options;
 pub mod places;
 pub mod server;
@@ -63,9 +63,9 @@ pub fn run(opts: Options) -> Result<(), Error> {
     let places = places::Places::load(&opts.data).map_err(|e| Error::Config(e.to_string()))?;
     let service = api::Service::new(places);
     let log = match &opts.log {
-        Some(path) => log::Log::open(path)
+        Some(path) => crate::log::Log::open(path)
             .map_err(|e| Error::Config(format!("cannot open log {}: {e}", path.display())))?,
-        None => log::Log::disabled(),
+        None => crate::log::Log::discard(),
     };
     let behaviour = server::Behaviour {
         latency: opts.latency,
@@ -78,7 +78,7 @@ pub fn run(opts: Options) -> Result<(), Error> {
     let addr = event_loop
         .local_addr()
         .map_err(|e| Error::Runtime(format!("local address: {e}")))?;
-    event_loop.log_line(&format!("listening on {addr} with {count} places"));
+    event_loop.log_event(format_args!("listening on {addr} with {count} places"));
     // Tests and scripts wait for exactly this line.
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on {addr}");

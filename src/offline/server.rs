@@ -26,9 +26,9 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::api::{Response, Service};
-use super::http::{self, Outcome, MAX_BODY, MAX_HEAD};
-use super::log::{redact_key, Log};
+use super::http::{self, redact_key, Outcome, MAX_BODY, MAX_HEAD};
 use super::options::FailMode;
+use crate::log::Log;
 use crate::timers::Timers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -138,7 +138,7 @@ impl Conn {
     }
 
     fn connection_lost(&mut self, cx: &mut Context, what: &str, err: &dyn std::fmt::Display) {
-        cx.log.line(&format!(
+        cx.log.event(format_args!(
             "error conn={} peer={} {what}: {err}",
             self.number, self.peer
         ));
@@ -261,7 +261,7 @@ impl Conn {
             .tls
             .negotiated_cipher_suite()
             .map_or("?".to_string(), |s| format!("{:?}", s.suite()));
-        cx.log.line(&format!(
+        cx.log.event(format_args!(
             "tls conn={} peer={} handshake done {version} {suite}",
             self.number, self.peer
         ));
@@ -332,7 +332,7 @@ impl Conn {
                 Some(mode) if s.method != "-" => format!(" fail={mode:?}"),
                 _ => String::new(),
             };
-            cx.log.line(&format!(
+            cx.log.event(format_args!(
                 "request conn={} {} {} location={location} radius_m={radius} status={status} results={results}{fail}",
                 self.number,
                 s.method,
@@ -523,9 +523,10 @@ impl EventLoop {
         self.listener.local_addr()
     }
 
-    /// Writes one line to the request log.
-    pub fn log_line(&mut self, text: &str) {
-        self.log.line(text);
+    /// Writes one line to the request log at once (start-up lines, before
+    /// the loop's per-turn flush takes over).
+    pub fn log_event(&mut self, args: std::fmt::Arguments) {
+        self.log.event(args);
         self.log.flush();
     }
 
@@ -551,7 +552,7 @@ impl EventLoop {
             self.run_expired_timers();
             self.reap_closed();
             if stop {
-                self.log.line("stopping on signal");
+                self.log.event(format_args!("stopping on signal"));
                 self.log.flush();
                 return Ok(());
             }
@@ -568,14 +569,14 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // Out of descriptors and the like: the next readiness retries.
-                    self.log.line(&format!("error accept: {e}"));
+                    self.log.event(format_args!("error accept: {e}"));
                     return;
                 }
             };
             let tls = match ServerConnection::new(Arc::clone(&self.tls_config)) {
                 Ok(tls) => tls,
                 Err(e) => {
-                    self.log.line(&format!("error tls setup: {e}"));
+                    self.log.event(format_args!("error tls setup: {e}"));
                     continue;
                 }
             };
@@ -589,7 +590,7 @@ impl EventLoop {
                 Token(key),
                 Interest::READABLE | Interest::WRITABLE,
             ) {
-                self.log.line(&format!("error register: {e}"));
+                self.log.event(format_args!("error register: {e}"));
                 continue;
             }
             entry.insert(Conn {
