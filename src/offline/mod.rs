@@ -71,6 +71,8 @@ pub fn run(opts: Options) -> Result<(), Error> {
         latency: opts.latency,
         fail: opts.fail,
         chunked: opts.chunked,
+        no_keep_alive: opts.no_keep_alive,
+        drop_reused: opts.drop_reused,
     };
     let count = service.len();
     let mut event_loop = server::EventLoop::bind(opts.listen, tls_config, service, behaviour, log)

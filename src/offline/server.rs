@@ -74,6 +74,11 @@ pub struct Behaviour {
     pub fail: Option<FailMode>,
     /// Chunked response bodies.
     pub chunked: bool,
+    /// Close the connection after every answer (`--no-keep-alive`).
+    pub no_keep_alive: bool,
+    /// Close, unanswered, a connection that brings a second request
+    /// (`--drop-reused`).
+    pub drop_reused: bool,
 }
 
 /// The life of a connection, in order; each phase only moves forward.
@@ -126,6 +131,9 @@ struct Conn {
     outq: VecDeque<u8>,
     /// Answers not yet due.
     owed: VecDeque<Owed>,
+    /// Requests taken on this connection so far (`--drop-reused` refuses the
+    /// second).
+    requests: u64,
     phase: Phase,
 }
 
@@ -287,7 +295,24 @@ impl Conn {
                 Outcome::Served(s) => s,
             };
             self.inbuf.drain(..s.used.min(self.inbuf.len()));
+            if cx.behaviour.drop_reused && self.requests > 0 {
+                // As a server whose idle timeout fired just as the client
+                // reused the connection: no byte of an answer, only
+                // close_notify and FIN once the earlier answers are out.
+                cx.log.event(format_args!(
+                    "drop conn={} peer={} dropped a reused connection: request {} {} {}",
+                    self.number,
+                    self.peer,
+                    self.requests + 1,
+                    s.method,
+                    redact_key(&s.target),
+                ));
+                self.set_phase(Phase::HalfClosed);
+                break;
+            }
+            self.requests += 1;
             served += 1;
+            let keep_alive = s.keep_alive && !cx.behaviour.no_keep_alive;
             let (bytes, then_close, status) = match cx.behaviour.fail {
                 // Bad HTTP is answered as such, whatever failure is injected.
                 _ if s.method == "-" => {
@@ -298,8 +323,8 @@ impl Conn {
                 Some(FailMode::Http500) => {
                     let r = Response::text(500, "Internal Server Error");
                     (
-                        self.frame(cx, &r, s.keep_alive, false),
-                        !s.keep_alive,
+                        self.frame(cx, &r, keep_alive, false),
+                        !keep_alive,
                         "500".into(),
                     )
                 }
@@ -308,14 +333,14 @@ impl Conn {
                         Response::text(200, "<html><body>Temporarily unavailable</body></html>");
                     r.content_type = "text/html; charset=UTF-8";
                     (
-                        self.frame(cx, &r, s.keep_alive, false),
-                        !s.keep_alive,
+                        self.frame(cx, &r, keep_alive, false),
+                        !keep_alive,
                         "200".into(),
                     )
                 }
                 None => {
-                    let bytes = self.frame(cx, &s.response, s.keep_alive, s.head_only);
-                    (bytes, !s.keep_alive, s.response.status.to_string())
+                    let bytes = self.frame(cx, &s.response, keep_alive, s.head_only);
+                    (bytes, !keep_alive, s.response.status.to_string())
                 }
             };
             let f = s.response.facts;
@@ -602,6 +627,7 @@ impl EventLoop {
                 inbuf: Vec::new(),
                 outq: VecDeque::new(),
                 owed: VecDeque::new(),
+                requests: 0,
                 phase: Phase::Handshaking,
             });
         }
