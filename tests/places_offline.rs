@@ -597,9 +597,22 @@ fn latency_still_answers_in_order() {
     let mut c = Client::connect(server.port, "localhost");
     let a = legacy(&format!("{UCLA}&radius=3000&key=K"));
     let b = legacy("location=0,-140&radius=10&key=K");
-    c.send(format!("GET {a} HTTP/1.1\r\n\r\nGET {b} HTTP/1.1\r\n\r\n").as_bytes());
+    let d = legacy(&format!("{UCLA}&radius=10"));
+    // Three in one write share one deadline (their timers tie): the answers
+    // still come in request order, and not before the delay.
+    let sent = Instant::now();
+    c.send(
+        format!("GET {a} HTTP/1.1\r\n\r\nGET {b} HTTP/1.1\r\n\r\nGET {d} HTTP/1.1\r\n\r\n")
+            .as_bytes(),
+    );
     assert_eq!(c.response().unwrap().json()["status"], "OK");
+    assert!(sent.elapsed() >= Duration::from_millis(150));
     assert_eq!(c.response().unwrap().json()["status"], "ZERO_RESULTS");
+    assert_eq!(c.response().unwrap().json()["status"], "REQUEST_DENIED");
+    // A later request on the same connection waits its own delay.
+    let again = Instant::now();
+    assert_eq!(c.get(&b).json()["status"], "ZERO_RESULTS");
+    assert!(again.elapsed() >= Duration::from_millis(150));
 }
 
 #[test]
@@ -674,9 +687,11 @@ fn bad_options_exit_2_and_port_in_use_exits_1() {
     }
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(help.status.success());
-    assert!(String::from_utf8(help.stdout)
-        .unwrap()
-        .contains("--latency-ms"));
+    let help = String::from_utf8(help.stdout).unwrap();
+    for option in ["--latency-ms", "--no-keep-alive", "--drop-reused"] {
+        assert!(help.contains(option), "{help}");
+    }
+    assert!(help.ends_with('\n'), "{help}");
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -686,4 +701,65 @@ fn bad_options_exit_2_and_port_in_use_exits_1() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8(out.stderr).unwrap().contains("in use"));
+}
+
+#[test]
+fn no_keep_alive_closes_after_every_answer() {
+    let server = start(&["--no-keep-alive"]);
+    let target = legacy(&format!("{UCLA}&radius=3000&key=K"));
+    for _ in 0..2 {
+        // A fresh TLS connection per request: that is what the option forces.
+        let mut c = Client::connect(server.port, "localhost");
+        let resp = c.get(&target);
+        assert_eq!(resp.json()["status"], "OK");
+        assert_eq!(resp.header("connection"), Some("close"));
+        assert!(c.response().is_none(), "EOF after the first answer");
+    }
+    // Pipelined requests: only the first is answered, then EOF.
+    let mut c = Client::connect(server.port, "localhost");
+    c.send(format!("GET {target} HTTP/1.1\r\n\r\nGET {target} HTTP/1.1\r\n\r\n").as_bytes());
+    assert_eq!(c.response().unwrap().header("connection"), Some("close"));
+    assert!(c.response().is_none());
+}
+
+#[test]
+fn drop_reused_closes_a_reused_connection_without_answering() {
+    let log = temp_path("drop/places.log");
+    let server = start(&["--drop-reused", "--log", log.to_str().unwrap()]);
+    let target = legacy(&format!("{UCLA}&radius=3000&key=SECRET9"));
+    let mut c = Client::connect(server.port, "localhost");
+    let first = c.get(&target);
+    assert_eq!(first.json()["status"], "OK");
+    assert_eq!(first.header("connection"), None, "offered for reuse");
+    c.send(format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+    // `response` asserts that not one byte came before the close (close_notify).
+    assert!(c.response().is_none(), "closed without an answer");
+    let line = wait_for_line(&log, "dropped a reused connection");
+    assert!(line.contains("conn=1 "), "{line}");
+    assert!(!line.contains("SECRET9"), "{line}");
+
+    // A fresh connection is answered, as the herd's retry expects; pipelined
+    // requests get the first answer, then the close.
+    let mut c = Client::connect(server.port, "localhost");
+    assert_eq!(c.get(&target).json()["status"], "OK");
+    let mut c = Client::connect(server.port, "localhost");
+    c.send(format!("GET {target} HTTP/1.1\r\n\r\nGET {target} HTTP/1.1\r\n\r\n").as_bytes());
+    assert_eq!(c.response().unwrap().json()["status"], "OK");
+    assert!(c.response().is_none());
+    // The log is flushed at the end of the loop's turn, after the answer.
+    wait_for_line(&log, "request conn=3 ");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(text.matches("request conn=").count(), 3, "{text}");
+    assert_eq!(text.matches("dropped a reused").count(), 2, "{text}");
+    let _ = std::fs::remove_dir_all(log.parent().unwrap());
+}
+
+#[test]
+fn drop_reused_waits_for_a_delayed_first_answer() {
+    let server = start(&["--drop-reused", "--latency-ms", "100"]);
+    let target = legacy(&format!("{UCLA}&radius=3000&key=K"));
+    let mut c = Client::connect(server.port, "localhost");
+    c.send(format!("GET {target} HTTP/1.1\r\n\r\nGET {target} HTTP/1.1\r\n\r\n").as_bytes());
+    assert_eq!(c.response().unwrap().json()["status"], "OK");
+    assert!(c.response().is_none());
 }

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     };
     let opts = match command {
         Command::Help(text) => {
-            print!("{text}");
+            println!("{text}");
             return ExitCode::SUCCESS;
         }
         Command::Version => {

@@ -2,7 +2,8 @@
 //! of the received bytes (httparse, `Content-Length` bodies, bounded sizes),
 //! hand it to [`super::api`], and frame the response (fixed length or
 //! chunked). The bytes come from and go to the TLS connection in
-//! [`super::server`].
+//! [`super::server`]. Also [`redact_key`], which keeps API keys out of the
+//! request log.
 
 use httparse::Status;
 
@@ -175,6 +176,22 @@ pub fn frame(response: &Response, keep_alive: bool, chunked: bool, head_only: bo
     out
 }
 
+/// The request target with every `key` parameter's value replaced by `***`,
+/// so an API key never reaches the log.
+pub fn redact_key(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_string();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|part| match part.split_once('=') {
+            Some((name, _)) if name == "key" => format!("{name}=***"),
+            _ => part.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", parts.join("&"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +258,15 @@ mod tests {
         assert!(chunked.ends_with("\r\n\r\n4\r\nhell\r\n4\r\no wo\r\n4\r\nrld\n\r\n0\r\n\r\n"));
         let head = frame(&r, true, false, true);
         assert!(head.ends_with(b"Content-Length: 12\r\n\r\n"));
+    }
+
+    #[test]
+    fn redacts_only_the_key() {
+        assert_eq!(
+            redact_key("/x/json?location=1,2&key=SECRET&radius=5"),
+            "/x/json?location=1,2&key=***&radius=5"
+        );
+        assert_eq!(redact_key("/x/json?monkey=1"), "/x/json?monkey=1");
+        assert_eq!(redact_key("/plain"), "/plain");
     }
 }

@@ -7,19 +7,19 @@
 //! - [`places`]: loading the data file; [`index`]: the spatial grid.
 //! - [`api`]: requests to answers, Google's JSON shapes (pure).
 //! - [`http`]: HTTP/1.1 request parsing and response framing (pure).
-//! - [`server`]: the mio event loop and the TLS connections; [`timers`]: `call_later`.
-//! - [`tls`]: the certificate and key; [`log`]: the request log.
+//! - [`server`]: the mio event loop and the TLS connections; its timers are
+//!   the crate's [`crate::timers::Timers`].
+//! - [`tls`]: the certificate and key. The request log is the crate's
+//!   [`crate::log::Log`]; what goes into a line is decided in [`server`].
 //!
 //! The herd's own Places *client* is elsewhere, in `crate::places`.
 
 pub mod api;
 pub mod http;
 pub mod index;
-pub mod log;
 pub mod options;
 pub mod places;
 pub mod server;
-pub mod timers;
 pub mod tls;
 
 use std::fmt;
@@ -63,14 +63,16 @@ pub fn run(opts: Options) -> Result<(), Error> {
     let places = places::Places::load(&opts.data).map_err(|e| Error::Config(e.to_string()))?;
     let service = api::Service::new(places);
     let log = match &opts.log {
-        Some(path) => log::Log::open(path)
+        Some(path) => crate::log::Log::open(path)
             .map_err(|e| Error::Config(format!("cannot open log {}: {e}", path.display())))?,
-        None => log::Log::disabled(),
+        None => crate::log::Log::discard(),
     };
     let behaviour = server::Behaviour {
         latency: opts.latency,
         fail: opts.fail,
         chunked: opts.chunked,
+        no_keep_alive: opts.no_keep_alive,
+        drop_reused: opts.drop_reused,
     };
     let count = service.len();
     let mut event_loop = server::EventLoop::bind(opts.listen, tls_config, service, behaviour, log)
@@ -78,7 +80,7 @@ pub fn run(opts: Options) -> Result<(), Error> {
     let addr = event_loop
         .local_addr()
         .map_err(|e| Error::Runtime(format!("local address: {e}")))?;
-    event_loop.log_line(&format!("listening on {addr} with {count} places"));
+    event_loop.log_event(format_args!("listening on {addr} with {count} places"));
     // Tests and scripts wait for exactly this line.
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on {addr}");

@@ -38,6 +38,11 @@ pub struct Options {
     pub chunked: bool,
     /// The request log, if any.
     pub log: Option<PathBuf>,
+    /// Close the connection after every answer, with `Connection: close`.
+    pub no_keep_alive: bool,
+    /// Close, without answering, a kept-alive connection that brings a
+    /// second request (a server whose idle timeout raced the client).
+    pub drop_reused: bool,
 }
 
 /// What the command line asks for.
@@ -85,6 +90,16 @@ fn spec() -> getopts::Options {
         "MODE",
     );
     o.optflag("", "chunked", "send bodies with Transfer-Encoding: chunked");
+    o.optflag(
+        "",
+        "no-keep-alive",
+        "answer with Connection: close and close the connection after every answer",
+    );
+    o.optflag(
+        "",
+        "drop-reused",
+        "when a second request comes on a kept-alive connection, close it without answering",
+    );
     o.optopt(
         "",
         "log",
@@ -107,7 +122,7 @@ where
     if m.opt_present("help") {
         let brief = "Usage: places-offline [OPTIONS]\n\n\
             An offline Google Places API (legacy Nearby Search and searchNearby) over HTTPS.";
-        return Ok(Command::Help(spec.usage(brief)));
+        return Ok(Command::Help(join_lone_options(&spec.usage(brief))));
     }
     if m.opt_present("version") {
         return Ok(Command::Version);
@@ -151,7 +166,35 @@ where
         fail,
         chunked: m.opt_present("chunked"),
         log: m.opt_str("log").map(PathBuf::from),
+        no_keep_alive: m.opt_present("no-keep-alive"),
+        drop_reused: m.opt_present("drop-reused"),
     }))
+}
+
+/// getopts gives descriptions a column 24 wide; an option exactly that wide
+/// (`--no-keep-alive`) is left alone on its line with a trailing space and its
+/// description below. Put the description back beside it.
+fn join_lone_options(usage: &str) -> String {
+    const COLUMN: usize = 24;
+    let indent = " ".repeat(COLUMN);
+    let mut out = String::with_capacity(usage.len());
+    let mut lines = usage.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        let lone =
+            line.len() == COLUMN && line.ends_with(' ') && line.trim_start().starts_with('-');
+        match lines.peek() {
+            Some(next) if lone && next.starts_with(&indent) => {
+                out.push_str(&next[COLUMN..]);
+                lines.next();
+            }
+            _ => {}
+        }
+        if lines.peek().is_some() {
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// `IP:PORT`, `[IPv6]:PORT`, or a host name such as `localhost:PORT`.
@@ -185,6 +228,8 @@ mod tests {
         assert_eq!(o.latency, Duration::ZERO);
         assert_eq!(o.fail, None);
         assert!(!o.chunked);
+        assert!(!o.no_keep_alive);
+        assert!(!o.drop_reused);
     }
 
     #[test]
@@ -199,6 +244,8 @@ mod tests {
             "--chunked",
             "--log",
             "x.log",
+            "--no-keep-alive",
+            "--drop-reused",
         ])
         .unwrap();
         assert_eq!(o.listen.port(), 0);
@@ -206,6 +253,23 @@ mod tests {
         assert_eq!(o.fail, Some(FailMode::NotJson));
         assert!(o.chunked);
         assert_eq!(o.log, Some(PathBuf::from("x.log")));
+        assert!(o.no_keep_alive);
+        assert!(o.drop_reused);
+        assert!(run(&["--drop-reused"]).is_ok_and(|o| o.drop_reused && !o.no_keep_alive));
+    }
+
+    #[test]
+    fn help_lists_the_connection_options() {
+        let Ok(Command::Help(text)) = parse(["--help"]) else {
+            panic!("no help");
+        };
+        let line = text.lines().find(|l| l.contains("--no-keep-alive"));
+        assert!(
+            line.is_some_and(|l| l.contains("Connection: close")),
+            "{text}"
+        );
+        assert!(text.lines().all(|l| !l.ends_with(' ')), "{text}");
+        assert!(text.contains("--drop-reused"), "{text}");
     }
 
     #[test]
@@ -215,6 +279,10 @@ mod tests {
         assert!(run(&["--listen", "nowhere"]).is_err());
         assert!(run(&["--bogus"]).is_err());
         assert!(run(&["extra"]).is_err());
+        assert!(
+            run(&["--no-keep-alive=yes"]).is_err(),
+            "a flag takes no value"
+        );
         assert!(matches!(parse(["--help"]), Ok(Command::Help(_))));
     }
 }

@@ -1,6 +1,7 @@
 //! The service's event loop (asyncio's `run_forever`): one thread, one
 //! `Poll`, a slab of TLS connections, the listener, SIGINT/SIGTERM as an
-//! event, and the timer queue of [`super::timers`]. Each connection is a
+//! event, and the crate's timer queue ([`crate::timers::Timers`], whose
+//! payload here is [`TimerEvent`]). Each connection is a
 //! [`Conn`]: the TLS transport (`read_tls` → `process_new_packets` →
 //! plaintext; our queue of unsent plaintext → `writer()` → `write_tls`) and
 //! the phases of its life. Requests are parsed and answered by
@@ -25,10 +26,10 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::api::{Response, Service};
-use super::http::{self, Outcome, MAX_BODY, MAX_HEAD};
-use super::log::{redact_key, Log};
+use super::http::{self, redact_key, Outcome, MAX_BODY, MAX_HEAD};
 use super::options::FailMode;
-use super::timers::{TimerEvent, Timers};
+use crate::log::Log;
+use crate::timers::Timers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -43,6 +44,27 @@ const MAX_BACKLOG: usize = 1 << 20;
 /// until the peer's EOF avoids a reset that could destroy our last answer.
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
+/// What a timer does when it fires. Each names a connection by slab key and
+/// by connection number, so a timer for a connection that has since closed
+/// (its slot reused) is recognised and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerEvent {
+    /// Send the connection's answers whose delay (`--latency-ms`) is over.
+    Answer {
+        /// Slab key.
+        key: usize,
+        /// Connection number.
+        conn: u64,
+    },
+    /// Stop waiting for a closing peer's EOF and free the slot.
+    DrainDeadline {
+        /// Slab key.
+        key: usize,
+        /// Connection number.
+        conn: u64,
+    },
+}
+
 /// How answers are shaped, from the command line.
 #[derive(Debug, Clone, Copy)]
 pub struct Behaviour {
@@ -52,6 +74,11 @@ pub struct Behaviour {
     pub fail: Option<FailMode>,
     /// Chunked response bodies.
     pub chunked: bool,
+    /// Close the connection after every answer (`--no-keep-alive`).
+    pub no_keep_alive: bool,
+    /// Close, unanswered, a connection that brings a second request
+    /// (`--drop-reused`).
+    pub drop_reused: bool,
 }
 
 /// The life of a connection, in order; each phase only moves forward.
@@ -86,7 +113,7 @@ struct Owed {
 struct Context<'a> {
     service: &'a Service,
     behaviour: Behaviour,
-    timers: &'a mut Timers,
+    timers: &'a mut Timers<TimerEvent>,
     log: &'a mut Log,
 }
 
@@ -104,6 +131,9 @@ struct Conn {
     outq: VecDeque<u8>,
     /// Answers not yet due.
     owed: VecDeque<Owed>,
+    /// Requests taken on this connection so far (`--drop-reused` refuses the
+    /// second).
+    requests: u64,
     phase: Phase,
 }
 
@@ -116,7 +146,7 @@ impl Conn {
     }
 
     fn connection_lost(&mut self, cx: &mut Context, what: &str, err: &dyn std::fmt::Display) {
-        cx.log.line(&format!(
+        cx.log.event(format_args!(
             "error conn={} peer={} {what}: {err}",
             self.number, self.peer
         ));
@@ -156,6 +186,7 @@ impl Conn {
                 let _ = self.sock.shutdown(Shutdown::Write);
                 self.set_phase(Phase::Draining);
                 cx.timers.call_later(
+                    Instant::now(),
                     DRAIN_TIME,
                     TimerEvent::DrainDeadline {
                         key: self.key,
@@ -238,7 +269,7 @@ impl Conn {
             .tls
             .negotiated_cipher_suite()
             .map_or("?".to_string(), |s| format!("{:?}", s.suite()));
-        cx.log.line(&format!(
+        cx.log.event(format_args!(
             "tls conn={} peer={} handshake done {version} {suite}",
             self.number, self.peer
         ));
@@ -264,7 +295,24 @@ impl Conn {
                 Outcome::Served(s) => s,
             };
             self.inbuf.drain(..s.used.min(self.inbuf.len()));
+            if cx.behaviour.drop_reused && self.requests > 0 {
+                // As a server whose idle timeout fired just as the client
+                // reused the connection: no byte of an answer, only
+                // close_notify and FIN once the earlier answers are out.
+                cx.log.event(format_args!(
+                    "drop conn={} peer={} dropped a reused connection: request {} {} {}",
+                    self.number,
+                    self.peer,
+                    self.requests + 1,
+                    s.method,
+                    redact_key(&s.target),
+                ));
+                self.set_phase(Phase::HalfClosed);
+                break;
+            }
+            self.requests += 1;
             served += 1;
+            let keep_alive = s.keep_alive && !cx.behaviour.no_keep_alive;
             let (bytes, then_close, status) = match cx.behaviour.fail {
                 // Bad HTTP is answered as such, whatever failure is injected.
                 _ if s.method == "-" => {
@@ -275,8 +323,8 @@ impl Conn {
                 Some(FailMode::Http500) => {
                     let r = Response::text(500, "Internal Server Error");
                     (
-                        self.frame(cx, &r, s.keep_alive, false),
-                        !s.keep_alive,
+                        self.frame(cx, &r, keep_alive, false),
+                        !keep_alive,
                         "500".into(),
                     )
                 }
@@ -285,14 +333,14 @@ impl Conn {
                         Response::text(200, "<html><body>Temporarily unavailable</body></html>");
                     r.content_type = "text/html; charset=UTF-8";
                     (
-                        self.frame(cx, &r, s.keep_alive, false),
-                        !s.keep_alive,
+                        self.frame(cx, &r, keep_alive, false),
+                        !keep_alive,
                         "200".into(),
                     )
                 }
                 None => {
-                    let bytes = self.frame(cx, &s.response, s.keep_alive, s.head_only);
-                    (bytes, !s.keep_alive, s.response.status.to_string())
+                    let bytes = self.frame(cx, &s.response, keep_alive, s.head_only);
+                    (bytes, !keep_alive, s.response.status.to_string())
                 }
             };
             let f = s.response.facts;
@@ -309,20 +357,25 @@ impl Conn {
                 Some(mode) if s.method != "-" => format!(" fail={mode:?}"),
                 _ => String::new(),
             };
-            cx.log.line(&format!(
+            cx.log.event(format_args!(
                 "request conn={} {} {} location={location} radius_m={radius} status={status} results={results}{fail}",
                 self.number,
                 s.method,
                 redact_key(&s.target),
             ));
+            let due = now + cx.behaviour.latency;
             self.owed.push_back(Owed {
-                due: now + cx.behaviour.latency,
+                due,
                 bytes,
                 then_close,
             });
             if !cx.behaviour.latency.is_zero() {
-                cx.timers.call_later(
-                    cx.behaviour.latency,
+                // The same instant as the answer's `due`, so the pump this
+                // timer causes finds it due. Answers leave in request order
+                // because `owed` is a FIFO released from the front; the timer
+                // only says when to look.
+                cx.timers.call_at(
+                    due,
                     TimerEvent::Answer {
                         key: self.key,
                         conn: self.number,
@@ -347,15 +400,8 @@ impl Conn {
 
     /// Moves the answers whose time has come to the output queue, in order.
     fn release_due(&mut self, now: Instant) {
-        while self.owed.front().is_some_and(|o| o.due <= now) {
-            let Some(owed) = self.owed.pop_front() else {
-                break;
-            };
-            self.outq.extend(owed.bytes);
-            if owed.then_close {
-                self.set_phase(Phase::HalfClosed);
-                self.owed.clear();
-            }
+        if release_due(&mut self.owed, &mut self.outq, now) {
+            self.set_phase(Phase::HalfClosed);
         }
     }
 
@@ -404,6 +450,23 @@ impl Conn {
     }
 }
 
+/// Moves answers from the front of `owed` to `outq` while they are due, so
+/// they leave in request order even if a later one were due sooner. Returns
+/// true when one of them closes the connection (what follows it is dropped).
+fn release_due(owed: &mut VecDeque<Owed>, outq: &mut VecDeque<u8>, now: Instant) -> bool {
+    while owed.front().is_some_and(|o| o.due <= now) {
+        let Some(answer) = owed.pop_front() else {
+            break;
+        };
+        outq.extend(answer.bytes);
+        if answer.then_close {
+            owed.clear();
+            return true;
+        }
+    }
+    false
+}
+
 /// Why the loop could not start or stopped.
 #[derive(Debug)]
 pub enum ServeError {
@@ -439,7 +502,7 @@ pub struct EventLoop {
     listener: TcpListener,
     signals: Signals,
     conns: Slab<Conn>,
-    timers: Timers,
+    timers: Timers<TimerEvent>,
     tls_config: Arc<ServerConfig>,
     service: Service,
     behaviour: Behaviour,
@@ -485,9 +548,10 @@ impl EventLoop {
         self.listener.local_addr()
     }
 
-    /// Writes one line to the request log.
-    pub fn log_line(&mut self, text: &str) {
-        self.log.line(text);
+    /// Writes one line to the request log at once (start-up lines, before
+    /// the loop's per-turn flush takes over).
+    pub fn log_event(&mut self, args: std::fmt::Arguments) {
+        self.log.event(args);
         self.log.flush();
     }
 
@@ -513,7 +577,7 @@ impl EventLoop {
             self.run_expired_timers();
             self.reap_closed();
             if stop {
-                self.log.line("stopping on signal");
+                self.log.event(format_args!("stopping on signal"));
                 self.log.flush();
                 return Ok(());
             }
@@ -530,14 +594,14 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // Out of descriptors and the like: the next readiness retries.
-                    self.log.line(&format!("error accept: {e}"));
+                    self.log.event(format_args!("error accept: {e}"));
                     return;
                 }
             };
             let tls = match ServerConnection::new(Arc::clone(&self.tls_config)) {
                 Ok(tls) => tls,
                 Err(e) => {
-                    self.log.line(&format!("error tls setup: {e}"));
+                    self.log.event(format_args!("error tls setup: {e}"));
                     continue;
                 }
             };
@@ -551,7 +615,7 @@ impl EventLoop {
                 Token(key),
                 Interest::READABLE | Interest::WRITABLE,
             ) {
-                self.log.line(&format!("error register: {e}"));
+                self.log.event(format_args!("error register: {e}"));
                 continue;
             }
             entry.insert(Conn {
@@ -563,6 +627,7 @@ impl EventLoop {
                 inbuf: Vec::new(),
                 outq: VecDeque::new(),
                 owed: VecDeque::new(),
+                requests: 0,
                 phase: Phase::Handshaking,
             });
         }
@@ -620,5 +685,80 @@ impl EventLoop {
                 let _ = self.poll.registry().deregister(&mut conn.sock);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owed(due: Instant, text: &str, then_close: bool) -> Owed {
+        Owed {
+            due,
+            bytes: text.as_bytes().to_vec(),
+            then_close,
+        }
+    }
+
+    /// Pipelined requests read in one pump share one `due`, so their Answer
+    /// timers tie. The crate's queue hands ties back in the order they were
+    /// scheduled (its ids increase), after earlier deadlines and before
+    /// later ones; the service only needs the first of them to pump.
+    #[test]
+    fn tied_answer_timers_fire_in_request_order() {
+        let t0 = Instant::now();
+        let due = t0 + Duration::from_millis(150);
+        let mut timers = Timers::default();
+        let later = TimerEvent::DrainDeadline { key: 9, conn: 9 };
+        timers.call_at(due + Duration::from_millis(1), later);
+        let tied = [
+            TimerEvent::Answer { key: 3, conn: 7 },
+            TimerEvent::Answer { key: 1, conn: 5 },
+            TimerEvent::DrainDeadline { key: 3, conn: 7 },
+            TimerEvent::Answer { key: 3, conn: 7 },
+        ];
+        for event in tied {
+            timers.call_at(due, event);
+        }
+        let first = TimerEvent::Answer { key: 0, conn: 1 };
+        timers.call_later(t0, Duration::from_millis(100), first);
+        assert_eq!(
+            timers.pop_expired(due - Duration::from_millis(1)),
+            Some(first)
+        );
+        let popped: Vec<_> = std::iter::from_fn(|| timers.pop_expired(due)).collect();
+        assert_eq!(popped, tied);
+        assert_eq!(
+            timers.pop_expired(due + Duration::from_millis(1)),
+            Some(later)
+        );
+        assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn answers_leave_in_request_order_and_stop_at_a_close() {
+        let t0 = Instant::now();
+        let due = t0 + Duration::from_millis(150);
+        let mut queue: VecDeque<Owed> = [
+            owed(due, "a", false),
+            owed(due, "b", false),
+            owed(due + Duration::from_millis(5), "c", false),
+            // Due sooner than "c", but must not overtake it.
+            owed(due, "d", true),
+            owed(due, "e", false),
+        ]
+        .into();
+        let mut out = VecDeque::new();
+        assert!(!release_due(&mut queue, &mut out, t0));
+        assert!(out.is_empty());
+        assert!(!release_due(&mut queue, &mut out, due));
+        assert_eq!(out.iter().copied().collect::<Vec<u8>>(), b"ab");
+        assert!(release_due(
+            &mut queue,
+            &mut out,
+            due + Duration::from_millis(5)
+        ));
+        assert_eq!(out.iter().copied().collect::<Vec<u8>>(), b"abcd");
+        assert!(queue.is_empty(), "nothing is sent after a closing answer");
     }
 }
