@@ -326,3 +326,31 @@ fn replies_keep_request_order_behind_a_waiting_whatsat() {
     assert!(c.read_line().ends_with(" later +1-1 2"));
     assert_eq!(c.read_line(), "? bogus");
 }
+
+#[test]
+fn a_reused_connection_closed_by_places_is_retried_once_on_a_fresh_one() {
+    // Places closes a kept-alive connection as its second request arrives.
+    let s = setup("retry", &["--drop-reused"], &[], Some(KEY));
+    for _ in 0..3 {
+        let (_, answer) = ask(&s.server, "10", 1);
+        assert_eq!(json_of(&answer)["status"], "OK", "{answer}");
+    }
+    let log = s.server.log_text();
+    assert_eq!(count(&log, "retried on a fresh connection"), 2, "{log}");
+    assert_eq!(count(&log, "TLS handshake done"), 3, "{log}");
+    wait_for("places-offline's drops", || {
+        (count(&s.places.log_text(), "dropped a reused connection") == 2).then_some(())
+    });
+}
+
+#[test]
+fn without_keep_alive_every_request_opens_a_connection() {
+    let s = setup("nokeepalive", &["--no-keep-alive"], &[], Some(KEY));
+    for _ in 0..3 {
+        let (_, answer) = ask(&s.server, "10", 1);
+        assert_eq!(json_of(&answer)["status"], "OK");
+    }
+    let log = s.server.log_text();
+    assert_eq!(count(&log, "TLS handshake done"), 3, "{log}");
+    assert_eq!(count(&log, "reused for"), 0, "{log}");
+}
