@@ -29,6 +29,18 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Overrides where `proxy-herd` and `places-offline` are taken from (the
+/// integration test points it at the binaries cargo built for the test).
+pub const BIN_DIR_ENV: &str = "HERD_BENCH_BIN_DIR";
+
+/// The folder holding the server binaries: `target/release` unless
+/// [`BIN_DIR_ENV`] says otherwise.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os(BIN_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release"))
+}
+
 /// One server of a herd to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
@@ -202,7 +214,7 @@ impl Drop for Processes {
 /// Starts `places-offline` on a free port; returns its Places URL.
 pub fn start_places(procs: &mut Processes, dir: &Path) -> Result<String, Error> {
     let root = repo_root();
-    let bin = root.join("target/release/places-offline");
+    let bin = bin_dir().join("places-offline");
     if !bin.exists() {
         return Err(Error::new(format!(
             "{} is missing: run `cargo build --release --bin places-offline`",
@@ -247,7 +259,7 @@ pub fn unavailable(imp: Impl) -> Option<String> {
     let root = repo_root();
     match imp {
         Impl::Rust => {
-            let bin = root.join("target/release/proxy-herd");
+            let bin = bin_dir().join("proxy-herd");
             (!bin.exists()).then(|| {
                 format!(
                     "{} is missing: run `cargo build --release --bin proxy-herd`",
@@ -280,7 +292,7 @@ pub fn unavailable(imp: Impl) -> Option<String> {
 fn server_command(imp: Impl) -> Command {
     let root = repo_root();
     match imp {
-        Impl::Rust => Command::new(root.join("target/release/proxy-herd")),
+        Impl::Rust => Command::new(bin_dir().join("proxy-herd")),
         Impl::Asyncio => {
             let mut c = Command::new("python3");
             c.arg(root.join("docs/asyncio/herd.py"));

@@ -119,6 +119,8 @@ fn header(opts: &Options, setup: String) -> Header {
         } else {
             "release"
         },
+        servers_from: std::env::var_os(launch::BIN_DIR_ENV)
+            .map(|d| std::path::PathBuf::from(d).display().to_string()),
         duration_s: opts.duration.as_secs_f64(),
         warmup_s: warmup(opts.duration).as_secs_f64(),
         connections: opts.connections,

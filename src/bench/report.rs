@@ -21,6 +21,8 @@ pub struct Header {
     pub commit: String,
     /// The bench's own build: a debug bench measures itself.
     pub bench_build: &'static str,
+    /// Where the server binaries come from, when not `target/release`.
+    pub servers_from: Option<String>,
     pub duration_s: f64,
     pub warmup_s: f64,
     pub connections: usize,
@@ -159,7 +161,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "servers: release builds, logging on (they always log); bench: {} build",
+            "servers: {}, logging on (they always log); bench: {} build",
+            h.servers_from
+                .as_deref()
+                .map_or("release builds".to_string(), |d| format!(
+                    "binaries from {d}"
+                )),
             h.bench_build
         );
         let _ = writeln!(s, "setup: {}", h.setup);
@@ -421,7 +428,8 @@ impl Report {
                 "nproc": h.nproc,
                 "kernel": h.kernel,
                 "commit": h.commit,
-                "servers": "release builds, logging on",
+                "servers": h.servers_from.as_deref().unwrap_or("release builds"),
+                "servers_log": true,
                 "bench_build": h.bench_build,
                 "setup": h.setup,
                 "duration_s": h.duration_s,
