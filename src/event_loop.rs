@@ -41,7 +41,7 @@ use crate::herd::link::{backoff_delay, Jitter, Link, LinkState};
 use crate::herd::store::Store;
 use crate::herd::{ClientAction, Herd, PlacesQuery};
 use crate::log::{Escaped, Log};
-use crate::places::{PlacesClient, PlacesEvent, PlacesSettings};
+use crate::places::{PlacesAction, PlacesClient, PlacesConn, PlacesEvent, PlacesSettings};
 use crate::protocol::client::{MAX_BACKLOG, MAX_LINE};
 use crate::protocol::peer::{self, PeerMessage};
 use crate::timers::Timers;
@@ -97,7 +97,9 @@ pub struct Settings {
 pub enum StartError {
     /// A listening address is taken (exit status 1).
     AddrInUse(SocketAddr),
-    /// Anything else (exit status 1 too, with the message).
+    /// A bad setting found while setting up (exit status 2).
+    Config(String),
+    /// Anything else (exit status 1, with the message).
     Io(String),
 }
 
@@ -105,7 +107,7 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
             StartError::AddrInUse(a) => write!(f, "address {a} is already in use"),
-            StartError::Io(m) => f.write_str(m),
+            StartError::Config(m) | StartError::Io(m) => f.write_str(m),
         }
     }
 }
@@ -218,8 +220,8 @@ struct PeerConn {
 struct Effects {
     /// AT lines to flood, and the link each came from.
     floods: Vec<(Vec<u8>, Option<usize>)>,
-    /// Places requests to start: (client, request id, query).
-    places: Vec<(ConnRef, u64, PlacesQuery)>,
+    /// Places requests to start: (client, its log number, request id, query).
+    places: Vec<(ConnRef, u64, u64, PlacesQuery)>,
 }
 
 /// The event loop and everything it owns.
@@ -279,8 +281,8 @@ impl EventLoop {
             .and_then(|()| registry.register(&mut peer_listener, PEER_LISTENER, Interest::READABLE))
             .and_then(|()| registry.register(&mut signals, SIGNALS, Interest::READABLE))
             .map_err(|e| io_err("cannot register", e))?;
-        let places = PlacesClient::new(settings.places, registry, WAKER)
-            .map_err(|e| io_err("cannot set up the Places client", e))?;
+        let places =
+            PlacesClient::new(settings.places, registry, WAKER).map_err(StartError::Config)?;
         let links = settings
             .neighbours
             .into_iter()
@@ -413,7 +415,7 @@ impl EventLoop {
                     Some(Slot {
                         conn: Conn::Places(_),
                         ..
-                    }) => self.places_ready(key, readable, writable),
+                    }) => self.places_ready(key, readable),
                 }
             }
         }
@@ -514,7 +516,7 @@ impl EventLoop {
                 self.herd
                     .log
                     .event(format_args!("client#{} {} closed: {why}", c.id, c.addr));
-                self.places.client_gone(conn);
+                self.places.client_gone(conn, &mut self.timers);
             }
             Conn::PeerOut(p) => {
                 let (id, link) = (p.id, p.link);
@@ -543,8 +545,13 @@ impl EventLoop {
                     }
                 }
             }
-            Conn::Places(_) => {
-                let actions = self.places.conn_closed(conn, why, &mut self.herd.log);
+            Conn::Places(p) => {
+                self.herd
+                    .log
+                    .event(format_args!("places conn#{} closed: {why}", p.id));
+                let actions =
+                    self.places
+                        .conn_closed(conn, why, Instant::now(), &mut self.herd.log);
                 self.apply_places(actions);
             }
         }
@@ -564,7 +571,10 @@ impl EventLoop {
                     Conn::PeerOut(p) | Conn::PeerIn(p) => {
                         let _ = self.poll.registry().deregister(p.transport.stream_mut());
                     }
-                    Conn::Places(p) => p.deregister(self.poll.registry()),
+                    Conn::Places(p) => {
+                        p.close();
+                        let _ = self.poll.registry().deregister(p.stream_mut());
+                    }
                 }
             }
         }
@@ -772,9 +782,10 @@ impl EventLoop {
         for (at, from) in effects.floods.drain(..) {
             self.flood(&at, from);
         }
-        for (client, id, query) in effects.places.drain(..) {
+        for (client, client_id, id, query) in effects.places.drain(..) {
             let actions = self.places.request(
                 client,
+                client_id,
                 id,
                 query,
                 Instant::now(),
@@ -1290,7 +1301,7 @@ impl EventLoop {
 
     // ----- Places --------------------------------------------------------------
 
-    fn places_ready(&mut self, key: usize, readable: bool, writable: bool) {
+    fn places_ready(&mut self, key: usize, readable: bool) {
         let Some(Slot {
             conn: Conn::Places(p),
             gen,
@@ -1300,11 +1311,11 @@ impl EventLoop {
             return;
         };
         let conn = ConnRef { key, gen: *gen };
-        let actions = self.places.ready(
+        let event = p.ready(readable);
+        let actions = self.places.conn_event(
             conn,
-            p,
-            readable,
-            writable,
+            p.id,
+            event,
             Instant::now(),
             &mut self.herd.log,
             &mut self.timers,
@@ -1312,46 +1323,74 @@ impl EventLoop {
         self.apply_places(actions);
     }
 
-    /// Carries out what the Places client asked for: open connections, close
-    /// them, deliver answers to the clients waiting for them.
-    fn apply_places(&mut self, actions: Vec<crate::places::PlacesAction>) {
-        use crate::places::PlacesAction;
-        for action in actions {
-            match action {
-                PlacesAction::Open { stream, conn_state } => {
-                    let conn = self.insert(stream, |transport, _| {
-                        Conn::Places(Box::new(conn_state.attach(transport)))
-                    });
-                    let more = self
-                        .places
-                        .opened(conn, &mut self.herd.log, &mut self.timers);
-                    // Opening never asks for another open, so this terminates.
-                    self.apply_places(more);
+    /// Carries out what the Places client asked for: open connections, send
+    /// requests, close connections, deliver answers to the waiting clients.
+    fn apply_places(&mut self, actions: Vec<PlacesAction>) {
+        let mut work: VecDeque<PlacesAction> = actions.into();
+        while let Some(action) = work.pop_front() {
+            let now = Instant::now();
+            let more = match action {
+                PlacesAction::Open { addr, tls, request } => {
+                    let opened = match TcpStream::connect(addr) {
+                        Ok(stream) => {
+                            let mut conn_id = 0;
+                            self.insert(stream, |transport, id| {
+                                conn_id = id;
+                                Conn::Places(Box::new(PlacesConn::new(
+                                    id,
+                                    transport.into_stream(),
+                                    *tls,
+                                    request,
+                                )))
+                            })
+                            .map(|conn| (conn, conn_id))
+                            .ok_or_else(|| "cannot register".to_string())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    self.places
+                        .opened(request, opened, now, &mut self.herd.log, &mut self.timers)
                 }
+                PlacesAction::Send {
+                    conn,
+                    request,
+                    bytes,
+                    reused,
+                } => match self.conns.get_mut(conn.key) {
+                    Some(Slot {
+                        conn: Conn::Places(p),
+                        gen,
+                        closing: false,
+                    }) if *gen == conn.gen => {
+                        p.send(request, &bytes, reused);
+                        let event = p.ready(false);
+                        self.places.conn_event(
+                            conn,
+                            p.id,
+                            event,
+                            now,
+                            &mut self.herd.log,
+                            &mut self.timers,
+                        )
+                    }
+                    _ => Vec::new(),
+                },
                 PlacesAction::Close { conn, why } => {
                     if self.is_live(conn) {
                         self.close(conn.key, &why);
                     }
+                    Vec::new()
                 }
                 PlacesAction::Answer {
                     client,
                     request,
                     bytes,
-                } => self.deliver_answer(client, request, bytes),
-                PlacesAction::Flush { conn } => {
-                    if let Some(Slot {
-                        conn: Conn::Places(p),
-                        gen,
-                        closing: false,
-                    }) = self.conns.get_mut(conn.key)
-                    {
-                        if *gen == conn.gen {
-                            let actions = self.places.flush(conn, p, &mut self.herd.log);
-                            self.apply_places(actions);
-                        }
-                    }
+                } => {
+                    self.deliver_answer(client, request, bytes);
+                    Vec::new()
                 }
-            }
+            };
+            work.extend(more);
         }
     }
 
@@ -1410,7 +1449,7 @@ fn client_line_received(
         ClientAction::FetchPlaces(query) => {
             *next_request += 1;
             replies.held.push_back(Held::Places(*next_request));
-            effects.places.push((me, *next_request, query));
+            effects.places.push((me, id, *next_request, query));
         }
     }
 }

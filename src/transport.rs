@@ -58,6 +58,11 @@ impl Transport {
         &mut self.stream
     }
 
+    /// Gives the stream back (to wrap it in another transport, such as TLS).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Queues bytes to send (asyncio's `transport.write`).
     pub fn write(&mut self, data: &[u8]) {
         self.out.extend_from_slice(data);

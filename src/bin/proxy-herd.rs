@@ -8,7 +8,7 @@ use proxy_herd::cli::{self, Command, PlacesApi};
 use proxy_herd::event_loop::{EventLoop, Settings, StartError};
 use proxy_herd::herd::config::Addr;
 use proxy_herd::log::Log;
-use proxy_herd::places::client::Api;
+use proxy_herd::places::http::{Api, Endpoint};
 use proxy_herd::places::PlacesSettings;
 
 fn main() -> ExitCode {
@@ -50,7 +50,8 @@ fn main() -> ExitCode {
             neighbours,
             log: Log::discard(),
             places: PlacesSettings {
-                url: options.places_url.clone(),
+                endpoint: Endpoint::parse(&options.places_url)
+                    .map_err(|e| format!("bad --places-url: {e}"))?,
                 api: match options.places_api {
                     PlacesApi::Legacy => Api::Legacy,
                     PlacesApi::New => Api::New,
@@ -79,7 +80,7 @@ fn main() -> ExitCode {
     };
     let mut event_loop = match EventLoop::new(settings) {
         Ok(l) => l,
-        Err(e @ StartError::AddrInUse(_)) => return fail(1, &e.to_string()),
+        Err(e @ StartError::Config(_)) => return fail(2, &e.to_string()),
         Err(e) => return fail(1, &e.to_string()),
     };
     match event_loop.run() {

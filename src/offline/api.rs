@@ -93,8 +93,8 @@ impl Response {
 
 /// The one place JSON answers are turned into text.
 pub fn print_json(value: &Value) -> Vec<u8> {
-    // to_string_pretty cannot fail on a Value (all keys are strings).
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    // Google's own text style, from the same printer the herd uses.
+    let mut text = crate::places::google_json::to_google_style(value);
     text.push('\n');
     text.into_bytes()
 }
@@ -533,7 +533,7 @@ mod tests {
         // Santa Monica is nearer to the point than Los Angeles.
         assert_eq!(v["results"][0]["name"], "Santa Monica");
         let text = String::from_utf8(r.body).unwrap();
-        assert!(text.contains("\"lng\": -118.24368"), "{text}");
+        assert!(text.contains("\"lng\" : -118.24368"), "{text}");
         assert!(text.find("\"business_status\"") < text.find("\"vicinity\""));
     }
 

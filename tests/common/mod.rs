@@ -163,8 +163,19 @@ impl Drop for Server {
 }
 
 /// Starts a server with `args`, its log at `log`, and waits until it listens
-/// on `client`.
+/// on `client`. `PLACES_API_KEY` is unset unless `env` sets it.
 pub fn start_server(name: &str, args: &[String], client: SocketAddr, log: &Path) -> Server {
+    start_server_env(name, args, &[], client, log)
+}
+
+/// [`start_server`] with environment variables.
+pub fn start_server_env(
+    name: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    client: SocketAddr,
+    log: &Path,
+) -> Server {
     let stderr = log.with_extension("stderr");
     if let Some(dir) = stderr.parent() {
         std::fs::create_dir_all(dir).unwrap();
@@ -176,6 +187,8 @@ pub fn start_server(name: &str, args: &[String], client: SocketAddr, log: &Path)
         .unwrap();
     let child = server_command()
         .args(args)
+        .env_remove("PLACES_API_KEY")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(err_file)
@@ -503,4 +516,76 @@ impl Client {
 /// Counts the lines of `text` containing `needle`.
 pub fn count(text: &str, needle: &str) -> usize {
     text.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// The offline Places service, a real HTTPS server, killed when dropped.
+pub struct PlacesOffline {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl PlacesOffline {
+    /// Starts `places-offline` on a port the OS picks, with `args`, and reads
+    /// the port from its first line.
+    pub fn start(dir: &TempDir, args: &[&str]) -> PlacesOffline {
+        use std::io::BufRead;
+        static N: AtomicU16 = AtomicU16::new(0);
+        let log = dir.path(&format!("places-{}.log", N.fetch_add(1, Ordering::Relaxed)));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_places-offline"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                &log.display().to_string(),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start places-offline");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        // The first line comes once it listens (or the pipe closes if it fails).
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("places-offline output");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        PlacesOffline { child, port, log }
+    }
+
+    /// The legacy endpoint's URL.
+    pub fn legacy_url(&self) -> String {
+        format!(
+            "https://127.0.0.1:{}/maps/api/place/nearbysearch/json",
+            self.port
+        )
+    }
+
+    /// The new API's endpoint URL.
+    pub fn new_url(&self) -> String {
+        format!("https://127.0.0.1:{}/v1/places:searchNearby", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for PlacesOffline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The development CA that signs places-offline's certificate.
+pub fn dev_ca() -> String {
+    repo_root().join("data/tls/ca.pem").display().to_string()
 }
