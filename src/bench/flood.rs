@@ -391,3 +391,25 @@ impl Observer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_updates_are_recognised() {
+        let p = "hbf-7-";
+        let line = format!("AT Riley +0.000012345 {} {LOCATION} 1.5", update_id(p, 42));
+        assert_eq!(update_seq(line.as_bytes(), p), Some(42));
+        assert_eq!(
+            update_seq(b"AT  Riley\t+0.1 hbf-7-3 +1+1 1.5\r", p),
+            Some(3)
+        );
+        // Someone else's client, a probe from another run, not an update.
+        assert_eq!(update_seq(b"AT Riley +0.1 kiwi +1+1 1.5", p), None);
+        assert_eq!(update_seq(b"AT Riley +0.1 hbf-8-3 +1+1 1.5", p), None);
+        assert_eq!(update_seq(b"AT Riley +0.1 hbf-7-x +1+1 1.5", p), None);
+        assert_eq!(update_seq(b"PING", p), None);
+        assert_eq!(update_seq(b"HELLO Campbell", p), None);
+    }
+}
