@@ -261,7 +261,9 @@ impl Report {
         if !flood.is_empty() {
             let _ = writeln!(
                 s,
-                "\nflood: IAMAT at the origin until the far server floods it to the bench's Observer"
+                "\nflood: IAMATs at the origin ({} in flight on one connection) until the far server \
+                 floods them to the bench's Observer",
+                h.depth
             );
             s.push_str(&table(
                 &[
