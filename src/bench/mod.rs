@@ -233,15 +233,15 @@ fn run_started(opts: &Options) -> Result<Report, Error> {
     };
     for &imp in &opts.impls {
         let why_not = launch::unavailable(imp);
+        if let Some(why) = &why_not {
+            progress(&format!("{} skipped: {why}", imp.name()));
+        }
         for &sc in &scenarios {
             if interrupted() {
                 return Err(Error::new("interrupted"));
             }
             let result = match &why_not {
-                Some(why) => {
-                    progress(&format!("{} skipped: {why}", imp.name()));
-                    Outcome::Skipped(why.clone())
-                }
+                Some(why) => Outcome::Skipped(why.clone()),
                 None => {
                     progress(&format!("{} {}", imp.name(), sc.name()));
                     outcome(measure(opts, imp, sc, &places_url, &dir.path))
