@@ -351,6 +351,12 @@ pub fn write_file(path: &Path, text: &str) -> Result<(), Error> {
 pub fn main_with(opts: &Options) -> Result<i32, Error> {
     catch_signals()?;
     let report = run(opts)?;
+    if interrupted() {
+        // A cut-short window would print misleading figures.
+        return Err(Error::new(
+            "interrupted: the servers are stopped, nothing reported",
+        ));
+    }
     print!("{}", report.text());
     if let Some(path) = &opts.json {
         let text = serde_json::to_string_pretty(&report.json())
@@ -375,5 +381,5 @@ pub fn main_with(opts: &Options) -> Result<i32, Error> {
         .measurements
         .iter()
         .any(|m| matches!(m.outcome, Outcome::Failed(_)));
-    Ok(if failed || interrupted() { 1 } else { 0 })
+    Ok(if failed { 1 } else { 0 })
 }
