@@ -114,6 +114,11 @@ fn header(opts: &Options, setup: String) -> Header {
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |k| k.trim().to_string()),
         commit,
+        // The three averages only: what else runs on the cores matters.
+        loadavg: std::fs::read_to_string("/proc/loadavg").map_or_else(
+            |_| "unknown".into(),
+            |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        ),
         bench_build: if cfg!(debug_assertions) {
             "debug"
         } else {

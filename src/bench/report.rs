@@ -19,6 +19,8 @@ pub struct Header {
     pub nproc: usize,
     pub kernel: String,
     pub commit: String,
+    /// `/proc/loadavg` at the start: the machine may be shared.
+    pub loadavg: String,
     /// The bench's own build: a debug bench measures itself.
     pub bench_build: &'static str,
     /// Where the server binaries come from, when not `target/release`.
@@ -156,8 +158,8 @@ impl Report {
         let h = &self.header;
         let _ = writeln!(
             s,
-            "herd-bench  {}  nproc {}  kernel {}  commit {}",
-            h.date, h.nproc, h.kernel, h.commit
+            "herd-bench  {}  nproc {}  kernel {}  commit {}  load average {}",
+            h.date, h.nproc, h.kernel, h.commit, h.loadavg
         );
         let _ = writeln!(
             s,
@@ -430,6 +432,7 @@ impl Report {
                 "nproc": h.nproc,
                 "kernel": h.kernel,
                 "commit": h.commit,
+                "loadavg": h.loadavg,
                 "servers": h.servers_from.as_deref().unwrap_or("release builds"),
                 "servers_log": true,
                 "bench_build": h.bench_build,
