@@ -7,7 +7,7 @@
 //! `/proc/self/limits`, uses what it allows, and says how to raise it
 //! (`ulimit -n`); a herd the bench starts inherits the same limit.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -89,32 +89,60 @@ pub fn allowed_connections(requested: usize) -> (usize, Option<String>) {
     }
 }
 
-/// Sends one IAMAT on a fresh connection and waits for its AT line.
-pub fn check_iamat(addr: SocketAddr, id: &str) -> Result<Duration, String> {
-    let start = Instant::now();
-    let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?;
-    let line = format!(
-        "IAMAT {id} {LOCATION} {}.{:09}\n",
-        t.as_secs(),
-        t.subsec_nanos()
-    );
-    s.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
-    let mut reply = String::new();
-    // A reply line is short; the bound keeps a broken server from feeding us forever.
-    BufReader::new(std::io::Read::take(&mut s, 64 * 1024))
-        .read_line(&mut reply)
-        .map_err(|e| e.to_string())?;
-    if reply.starts_with("AT ") && reply.contains(id) {
-        Ok(start.elapsed())
-    } else {
-        Err(format!("answered {:?}", reply.trim_end()))
+/// A client connection that asks IAMATs one at a time and waits for each AT.
+pub struct Probe {
+    reader: BufReader<TcpStream>,
+}
+
+impl Probe {
+    pub fn connect(addr: SocketAddr) -> Result<Probe, String> {
+        let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        Ok(Probe {
+            reader: BufReader::new(s),
+        })
+    }
+
+    /// Sends an IAMAT for `id` (time: now) and waits for its AT line.
+    pub fn ask(&mut self, id: &str) -> Result<Duration, String> {
+        let start = Instant::now();
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| e.to_string())?;
+        let line = format!(
+            "IAMAT {id} {LOCATION} {}.{:09}\n",
+            t.as_secs(),
+            t.subsec_nanos()
+        );
+        self.reader
+            .get_mut()
+            .write_all(line.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut reply = Vec::new();
+        // A reply line is short; the bound keeps a broken server from feeding us forever.
+        (&mut self.reader)
+            .take(64 * 1024)
+            .read_until(b'\n', &mut reply)
+            .map_err(|e| e.to_string())?;
+        let reply = String::from_utf8_lossy(&reply);
+        if reply.starts_with("AT ") && reply.contains(id) {
+            Ok(start.elapsed())
+        } else {
+            Err(format!("answered {:?}", reply.trim_end()))
+        }
     }
 }
+
+/// Sends one IAMAT on a fresh connection and waits for its AT line.
+pub fn check_iamat(addr: SocketAddr, id: &str) -> Result<Duration, String> {
+    Probe::connect(addr)?.ask(id)
+}
+
+/// Connections opened between two probe round trips: below asyncio's
+/// default listen backlog (100), so the accept queue never overflows (a
+/// dropped SYN costs a 1 s retransmission).
+const BATCH: usize = 64;
 
 /// Opens the idle connections to `addr`, measures `pid`'s memory around
 /// them, checks an IAMAT, then closes them all.
@@ -126,14 +154,25 @@ pub fn run(addr: SocketAddr, pid: Option<u32>, requested: usize) -> Result<IdleR
     let check_id = format!("hb-{}-idle", std::process::id());
     // A first exchange so that memory the server allocates on its first
     // client (buffers, the store) is not charged to the idle connections.
-    check_iamat(addr, &check_id).map_err(|e| Error::new(format!("{addr}: {e}")))?;
+    // The probe stays open (one connection more, not counted) to pace the
+    // connects: its round trip after each batch lets the server catch up.
+    let mut probe = Probe::connect(addr).map_err(|e| Error::new(format!("{addr}: {e}")))?;
+    probe
+        .ask(&check_id)
+        .map_err(|e| Error::new(format!("{addr}: {e}")))?;
     let rss_before_kb = pid.and_then(rss_kb);
     let mut conns = Vec::with_capacity(allowed);
     let deadline = Instant::now() + OPEN_DEADLINE;
-    for _ in 0..allowed {
+    for i in 0..allowed {
         if Instant::now() > deadline || super::interrupted() {
             note.get_or_insert_with(|| "stopped opening connections at the deadline".into());
             break;
+        }
+        if i % BATCH == BATCH - 1 {
+            if let Err(e) = probe.ask(&check_id) {
+                note = Some(format!("no answer after {} connections: {e}", conns.len()));
+                break;
+            }
         }
         match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
             Ok(s) => conns.push(s),
@@ -152,6 +191,7 @@ pub fn run(addr: SocketAddr, pid: Option<u32>, requested: usize) -> Result<IdleR
     let rss_after_kb = pid.and_then(rss_kb);
     let opened = conns.len();
     drop(conns);
+    drop(probe);
     Ok(IdleResult {
         requested,
         opened,
