@@ -13,6 +13,7 @@
 //! - [`log`]: the buffered event log.
 //! - [`cli`]: the `proxy-herd` command line.
 
+pub mod bench;
 pub mod cli;
 pub mod event_loop;
 pub mod herd;
