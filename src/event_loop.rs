@@ -42,6 +42,7 @@ use crate::herd::link::{backoff_delay, Jitter, Link, LinkState};
 use crate::herd::state::StateFile;
 use crate::herd::store::Store;
 use crate::herd::{ClientAction, Herd, PlacesQuery};
+use crate::log::Part::{self, Bytes, Num, Str};
 use crate::log::{Escaped, Log};
 use crate::places::{PlacesAction, PlacesClient, PlacesConn, PlacesEvent, PlacesSettings};
 use crate::protocol::client::{MAX_BACKLOG, MAX_LINE};
@@ -863,12 +864,8 @@ impl EventLoop {
                 continue;
             };
             peer::write_update(p.transport.out_buf(), at);
-            self.herd.log.event(format_args!(
-                "peer-out {}#{} > {}",
-                self.herd.links[link].name,
-                p.id,
-                Escaped(at)
-            ));
+            let name = &self.herd.links[link].name;
+            self.herd.log.line(&peer_sent(name, p.id, at));
             if p.transport.backlog() > p.allowance {
                 self.close(conn.key, "peer output backlog over its bound");
             } else if !self.dirty_peers.contains(&conn.key) {
@@ -1193,12 +1190,8 @@ impl EventLoop {
         let before = p.transport.backlog();
         for position in herd.store.positions() {
             peer::write_update(p.transport.out_buf(), &position.at_line);
-            herd.log.event(format_args!(
-                "peer-out {}#{} > {}",
-                herd.links[link].name,
-                p.id,
-                Escaped(&position.at_line)
-            ));
+            herd.log
+                .line(&peer_sent(&herd.links[link].name, p.id, &position.at_line));
         }
         p.allowance = PEER_BACKLOG + (p.transport.backlog() - before);
         herd.log.event(format_args!(
@@ -1548,6 +1541,18 @@ impl EventLoop {
     }
 }
 
+/// The log line for an update sent on our link to `name` (connection `id`).
+fn peer_sent<'a>(name: &'a str, id: u64, at: &'a [u8]) -> [Part<'a>; 6] {
+    [
+        Str("peer-out "),
+        Str(name),
+        Str("#"),
+        Num(id),
+        Str(" > "),
+        Bytes(at),
+    ]
+}
+
 /// One client line: log it, let the herd decide, queue the reply in order, and
 /// note the floods and Places requests for the loop.
 fn client_line_received(
@@ -1559,20 +1564,17 @@ fn client_line_received(
     id: u64,
     line: &[u8],
 ) {
-    herd.log
-        .event(format_args!("client#{id} < {}", Escaped(line)));
+    let client = |dir, bytes| [Str("client#"), Num(id), Str(dir), Bytes(bytes)];
+    herd.log.line(&client(" < ", line));
     match herd.client_line(line, now_ns()) {
         ClientAction::Ignore => {}
         ClientAction::Reply(bytes) => {
-            herd.log.event(format_args!(
-                "client#{id} > {}",
-                Escaped(bytes.strip_suffix(b"\n").unwrap_or(&bytes))
-            ));
+            let shown = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+            herd.log.line(&client(" > ", shown));
             replies.send(&bytes);
         }
         ClientAction::ReplyAndFlood(mut at) => {
-            herd.log
-                .event(format_args!("client#{id} > {}", Escaped(&at)));
+            herd.log.line(&client(" > ", &at));
             at.push(b'\n');
             replies.send(&at);
             at.pop();
@@ -1596,8 +1598,14 @@ fn peer_line_received(
     line: &[u8],
 ) -> Option<String> {
     let name = link.map_or("?", |l| herd.links[l].name.as_str());
-    herd.log
-        .event(format_args!("peer-in {name}#{id} < {}", Escaped(line)));
+    herd.log.line(&[
+        Str("peer-in "),
+        Str(name),
+        Str("#"),
+        Num(id),
+        Str(" < "),
+        Bytes(line),
+    ]);
     match (peer::parse_peer_message(line), *link) {
         (PeerMessage::Update(update), Some(from)) => {
             if herd.peer_update(from, &update) {

@@ -11,7 +11,7 @@ use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A buffer this large is written at once rather than at the end of the turn.
 pub const FLUSH_AT: usize = 256 * 1024;
@@ -21,6 +21,18 @@ pub const FLUSH_AT: usize = 256 * 1024;
 pub struct Log {
     file: Option<File>,
     buf: String,
+    /// `2026-11-22T05:50:00.` for the second last stamped, so most lines
+    /// format only their microseconds.
+    stamp: (u64, String),
+}
+
+/// A piece of a hot log line (see [`Log::line`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Part<'a> {
+    Str(&'a str),
+    /// Bytes from the network, escaped as [`Escaped`] does.
+    Bytes(&'a [u8]),
+    Num(u64),
 }
 
 impl Log {
@@ -33,6 +45,7 @@ impl Log {
         Ok(Log {
             file: Some(file),
             buf: String::with_capacity(FLUSH_AT),
+            stamp: (u64::MAX, String::new()),
         })
     }
 
@@ -41,6 +54,7 @@ impl Log {
         Log {
             file: None,
             buf: String::new(),
+            stamp: (u64::MAX, String::new()),
         }
     }
 
@@ -49,10 +63,55 @@ impl Log {
         if self.file.is_none() {
             return;
         }
-        write_timestamp(&mut self.buf, SystemTime::now());
-        self.buf.push(' ');
+        self.stamp_now();
         // Writing into a String cannot fail.
         let _ = self.buf.write_fmt(args);
+        self.end_line();
+    }
+
+    /// Appends one event made of `parts`, without `core::fmt`: for the lines
+    /// written for every message (a line received, a reply, an update sent),
+    /// where formatting machinery was a tenth of a busy server's time.
+    pub fn line(&mut self, parts: &[Part]) {
+        if self.file.is_none() {
+            return;
+        }
+        self.stamp_now();
+        for part in parts {
+            match *part {
+                Part::Str(s) => self.buf.push_str(s),
+                Part::Bytes(b) => push_escaped(&mut self.buf, b),
+                Part::Num(n) => push_num(&mut self.buf, n),
+            }
+        }
+        self.end_line();
+    }
+
+    fn stamp_now(&mut self) {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        if self.stamp.0 != d.as_secs() {
+            let mut prefix = String::with_capacity(27);
+            write_timestamp(&mut prefix, UNIX_EPOCH + Duration::from_secs(d.as_secs()));
+            prefix.truncate(prefix.len() - "000000Z".len());
+            self.stamp = (d.as_secs(), prefix);
+        }
+        self.buf.push_str(&self.stamp.1);
+        let micros = d.subsec_micros();
+        let mut digits = [b'0'; 6];
+        let mut m = micros;
+        for slot in digits.iter_mut().rev() {
+            *slot = b'0' + (m % 10) as u8;
+            m /= 10;
+        }
+        // Six ASCII digits.
+        self.buf
+            .push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+        self.buf.push_str("Z ");
+    }
+
+    fn end_line(&mut self) {
         self.buf.push('\n');
         if self.buf.len() >= FLUSH_AT {
             self.flush();
@@ -111,6 +170,26 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// Appends `n` in decimal.
+fn push_num(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("?"));
+}
+
+/// Appends bytes as [`Escaped`] displays them.
+fn push_escaped(out: &mut String, bytes: &[u8]) {
+    let _ = write!(out, "{}", Escaped(bytes));
+}
+
 /// Displays bytes from the network on one line: printable ASCII as is,
 /// anything else (and `\`) as `\xNN`.
 pub struct Escaped<'a>(pub &'a [u8]);
@@ -154,6 +233,35 @@ mod tests {
         assert_eq!(stamp(1_621_464_827, 959_498), "2021-05-19T22:53:47.959498Z");
         assert_eq!(stamp(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
         assert_eq!(stamp(4_102_444_799, 999_999), "2099-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn parts_make_the_same_line_as_format() {
+        let dir = std::env::temp_dir().join(format!("proxy-herd-log-parts-{}", std::process::id()));
+        let path = dir.join("p.log");
+        let mut log = Log::open(&path).unwrap();
+        log.line(&[
+            Part::Str("client#"),
+            Part::Num(0),
+            Part::Str(" < "),
+            Part::Bytes(b"a\xff"),
+        ]);
+        log.line(&[Part::Num(u64::MAX), Part::Num(1_000_000)]);
+        log.event(format_args!("client#{} < {}", 0, Escaped(b"a\xff")));
+        log.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(&lines[0][28..], "client#0 < a\\xff");
+        assert_eq!(&lines[1][28..], "184467440737095516151000000");
+        assert_eq!(&lines[0][28..], &lines[2][28..]);
+        for line in &lines {
+            assert_eq!(line.as_bytes()[27], b' ');
+            assert!(
+                line[..27].ends_with('Z') && line.as_bytes()[19] == b'.',
+                "{line}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

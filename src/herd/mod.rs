@@ -12,7 +12,7 @@ pub mod link;
 pub mod state;
 pub mod store;
 
-use crate::log::{Escaped, Log};
+use crate::log::{Log, Part};
 use crate::protocol::client::{self, parse_location, Coordinates, Request};
 use crate::protocol::peer::Update;
 use link::Link;
@@ -106,12 +106,12 @@ impl Herd {
         if new {
             self.persist(&update.at_line);
         }
-        self.log.event(format_args!(
-            "update from {} {}: {}",
-            self.links[from].name,
-            if new { "new" } else { "known" },
-            Escaped(&update.client)
-        ));
+        self.log.line(&[
+            Part::Str("update from "),
+            Part::Str(&self.links[from].name),
+            Part::Str(if new { " new: " } else { " known: " }),
+            Part::Bytes(&update.client),
+        ]);
         new
     }
 }
