@@ -15,7 +15,7 @@
 # Exits non-zero if any target crashed or could not run.
 set -u -o pipefail
 
-cd "$(dirname "$0")"
+cd "$(dirname "$0")" || exit 1
 if [[ $# -lt 1 || ! $1 =~ ^[0-9]+$ ]]; then
     echo "usage: $0 SECONDS [TARGET...]" >&2
     exit 2
