@@ -591,6 +591,11 @@ impl ResponseReader {
         };
         let status = resp.code.unwrap_or(0);
         let version = resp.version.unwrap_or(0);
+        if !(100..=599).contains(&status) {
+            return Err(HttpError::BadHead(format!(
+                "status {status} is not an HTTP status"
+            )));
+        }
         if status == 101 {
             return Err(HttpError::BadHead(
                 "unexpected 101 Switching Protocols".into(),
@@ -885,6 +890,17 @@ fn shown(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn statuses_outside_100_to_599_are_refused() {
+        for head in [
+            "HTTP/1.1 020 OK\r\n\r\n",
+            "HTTP/1.1 600 No\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let mut r = ResponseReader::new(1024);
+            assert!(r.feed(head.as_bytes()).is_err(), "{head}");
+        }
+    }
     use super::*;
 
     const UCLA: NearbyQuery = NearbyQuery {
