@@ -7,11 +7,14 @@
 //! - [`timers`]: `call_later` / `cancel`; the nearest deadline is the poll timeout.
 //! - [`transport`]: buffered, non-blocking TCP transports and the line splitter.
 //! - [`protocol`]: client lines and peer messages, parsed and formatted as pure functions.
-//! - [`herd`]: the herd file, the location store, the peer links' state machines.
+//! - [`herd`]: the herd file, the location store, the peer links' state machines,
+//!   peer authentication and the state file.
 //! - [`places`]: the Places client: HTTP/1.1 over TLS, and the Google-style JSON printer.
 //! - [`offline`]: the offline Places service (`places-offline`).
 //! - [`log`]: the buffered event log.
 //! - [`cli`]: the `proxy-herd` command line.
+//! - [`bench`]: `herd-bench`, which drives a running herd (either implementation)
+//!   over loopback and measures it.
 
 pub mod bench;
 pub mod cli;
