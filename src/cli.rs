@@ -200,7 +200,7 @@ fn non_empty(option: &str, value: Option<String>) -> Result<Option<String>, Usag
     }
 }
 
-/// Parses the command line, without argv[0].
+/// Parses the command line, without `argv[0]`.
 pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
     let opts = options();
     let matches = opts

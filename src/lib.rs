@@ -13,7 +13,7 @@
 //! - [`offline`]: the offline Places service (`places-offline`).
 //! - [`log`]: the buffered event log.
 //! - [`cli`]: the `proxy-herd` command line.
-//! - [`bench`]: `herd-bench`, which drives a running herd (either implementation)
+//! - [`bench`](mod@bench): `herd-bench`, which drives a running herd (either implementation)
 //!   over loopback and measures it.
 
 pub mod bench;

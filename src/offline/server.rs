@@ -2,7 +2,7 @@
 //! `Poll`, a slab of TLS connections, the listener, SIGINT/SIGTERM as an
 //! event, and the crate's timer queue ([`crate::timers::Timers`], whose
 //! payload here is [`TimerEvent`]). Each connection is a
-//! [`Conn`]: the TLS transport (`read_tls` → `process_new_packets` →
+//! `Conn`: the TLS transport (`read_tls` → `process_new_packets` →
 //! plaintext; our queue of unsent plaintext → `writer()` → `write_tls`) and
 //! the phases of its life. Requests are parsed and answered by
 //! [`super::http`] and [`super::api`]; this file only moves bytes and time.
