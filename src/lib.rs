@@ -3,7 +3,8 @@
 //! Where things live (each file's own `//!` comment says more):
 //!
 //! - [`event_loop`]: the loop itself (`run_forever`): owns the `Poll`, the slab of
-//!   connections and the timer queue, and is the only place that calls `poll`.
+//!   connections and the timer queue, and is the only place that calls `poll`;
+//!   one file each for clients, peer links and the Places connections.
 //! - [`timers`]: `call_later` / `cancel`; the nearest deadline is the poll timeout.
 //! - [`transport`]: buffered, non-blocking TCP transports and the line splitter.
 //! - [`protocol`]: client lines and peer messages, parsed and formatted as pure functions.

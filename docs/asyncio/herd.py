@@ -8,11 +8,11 @@ Read it side by side with the Rust code. The Rust loop owns one poll, one slab
 of connections and one timer queue; here asyncio owns all three, and we write
 only the callbacks:
 
-    Rust (src/)                           here
-    event_loop.rs  EventLoop::run         asyncio.run(serve(...))
-    event_loop.rs  client_* methods       ClientProtocol (an asyncio.Protocol)
-    event_loop.rs  peer_out_* / dial      PeerOut + Server.dial / back_off
-    event_loop.rs  peer_in_*              PeerIn
+    Rust (src/)                                here
+    event_loop/mod.rs      EventLoop::run      asyncio.run(serve(...))
+    event_loop/clients.rs  client_* methods    ClientProtocol (an asyncio.Protocol)
+    event_loop/peers.rs    peer_out_* / dial   PeerOut + Server.dial / back_off
+    event_loop/peers.rs    peer_in_*           PeerIn
     timers.rs      call_later / cancel    loop.call_later / TimerHandle.cancel
     herd/store.rs  Store                  Store
     protocol/      parse_request ...      parse_* functions below (pure)
@@ -41,7 +41,7 @@ from collections import deque
 
 VERSION = "0.1.0"
 
-# Limits and delays, as in src/protocol/client.rs and src/event_loop.rs.
+# Limits and delays, as in src/protocol/client.rs and src/event_loop/.
 MAX_LINE = 64 * 1024             # a longer line disconnects the client
 MAX_BACKLOG = 1024 * 1024        # unread replies beyond this disconnect it
 PEER_BACKLOG = 8 * 1024 * 1024   # a neighbour's unsent output bound (beyond its catch-up)
@@ -558,11 +558,11 @@ def peer_addr(transport):
         return "?"
 
 
-# ----- clients (event_loop.rs: client_made, client_data_received, ...) --------
+# ----- clients (event_loop/clients.rs: client_made, client_data_received, ...) --------
 
 class ClientProtocol(asyncio.Protocol):
     """One client connection. Replies stay in request order: a WHATSAT waiting
-    for Places holds the replies behind it (Replies/Held in event_loop.rs)."""
+    for Places holds the replies behind it (Replies/Held in event_loop/clients.rs)."""
 
     def __init__(self, server):
         self.server = server
@@ -625,7 +625,7 @@ class ClientProtocol(asyncio.Protocol):
             self.close(f"connection lost: {exc}" if exc else "connection lost", flush=False)
 
     def line_received(self, line):
-        """Herd::client_line plus client_line_received in event_loop.rs."""
+        """Herd::client_line plus client_line_received in event_loop/clients.rs."""
         s = self.server
         s.log.event(f"client#{self.id} < {esc(line)}")
         fields = line.split()
@@ -676,7 +676,7 @@ class ClientProtocol(asyncio.Protocol):
             self.close("done after EOF", flush=True)
 
     def places_answered(self, request, reply, at_line):
-        """deliver_answer in event_loop.rs: release what this answer held up."""
+        """deliver_answer in event_loop/clients.rs: release what this answer held up."""
         if self.closed:
             return
         self.server.log.event(f"client#{self.id} > {esc(at_line)} "
@@ -713,7 +713,7 @@ class ClientProtocol(asyncio.Protocol):
             self.transport.abort()
 
 
-# ----- peer links (herd/link.rs and event_loop.rs) ----------------------------
+# ----- peer links (herd/link.rs and event_loop/peers.rs) ----------------------------
 
 class Link:
     """Our link to one neighbour: Backoff -> Dialing -> Greeting -> Up, and back
@@ -851,7 +851,7 @@ class PeerIn(PeerConn):
         return self.link.name if self.link else "?"
 
     def line_received(self, line):
-        """peer_line_received in event_loop.rs."""
+        """peer_line_received in event_loop/peers.rs."""
         s = self.server
         s.log.event(f"peer-in {self.label()}#{self.id} < {esc(line)}")
         kind, value = parse_peer_line(line)
@@ -927,7 +927,7 @@ class Server:
 
     def flood(self, at, came_from):
         """A new position goes to every neighbour whose link is up, except the
-        one it came from (event_loop.rs: flood). Not up: the catch-up carries it."""
+        one it came from (event_loop/peers.rs: flood). Not up: the catch-up carries it."""
         for link in self.links:
             conn = link.conn
             if link is came_from or link.state != "Up" or conn is None or conn.closed:

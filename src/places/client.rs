@@ -10,7 +10,7 @@
 //!   for a new one, retries once a request whose reused connection was closed
 //!   under it, times out what takes too long, and turns answers into reply
 //!   bytes. It never touches a socket: it returns [`PlacesAction`]s and the loop
-//!   carries them out (`event_loop.rs`, `apply_places`).
+//!   carries them out (`event_loop/places.rs`, `apply_places`).
 //!
 //! Every request waits only for its own answer: each has its own connection
 //! while it is in flight (no pipelining), up to [`MAX_CONNS`].
