@@ -4,7 +4,10 @@
 //! key order. No sockets here: the event loop is in [`super::server`], the
 //! data in [`super::places`] and [`super::index`].
 
+use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use serde_json::{json, Map, Number, Value};
 
@@ -118,13 +121,83 @@ pub fn print_json(value: &Value) -> Vec<u8> {
 pub struct Service {
     places: Places,
     grid: Grid,
+    fragments: Fragments,
+}
+
+/// How many bytes of legacy result text [`Fragments`] may keep: about
+/// 35,000 places' worth, a fifth of the gazetteer and far more than the
+/// neighbourhoods a benchmark or a herd asks about.
+const FRAGMENT_BUDGET: usize = 32 << 20;
+
+/// Each place's legacy result text (what [`write_legacy_place`] writes),
+/// kept from its first answer on, so a later answer copies it instead of
+/// formatting four coordinates, an id and the strings again. Rendering every
+/// place at start-up would take ~150 MB and longer than loading; filled on
+/// use, the cache holds what clients ask about. It is bounded: once
+/// `budget` is spent, other places are written afresh each time, so a
+/// client sweeping the globe cannot grow memory past it.
+struct Fragments {
+    /// One slot per row of [`Places`]; 24 bytes each when empty.
+    slots: Vec<OnceLock<Box<str>>>,
+    /// Bytes that may still be cached.
+    budget: AtomicUsize,
+}
+
+impl Fragments {
+    fn new(rows: usize, budget: usize) -> Fragments {
+        Fragments {
+            slots: (0..rows).map(|_| OnceLock::new()).collect(),
+            budget: AtomicUsize::new(budget),
+        }
+    }
+
+    /// Appends row `row`'s result text to `out`, from the cache or written
+    /// (and cached while the budget lasts). False if there is no such row.
+    fn write(&self, out: &mut String, row: usize, places: &Places) -> bool {
+        let slot = self.slots.get(row);
+        if let Some(text) = slot.and_then(OnceLock::get) {
+            out.push_str(text);
+            return true;
+        }
+        let Some(place) = places.get(row) else {
+            return false;
+        };
+        let start = out.len();
+        write_legacy_place(out, &place);
+        let len = out.len() - start;
+        let affordable = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(len))
+            .is_ok();
+        if let (Some(slot), true) = (slot, affordable) {
+            // Another thread may have filled it first; the text is the same.
+            let _ = slot.set(out[start..].into());
+        }
+        true
+    }
+}
+
+impl fmt::Debug for Fragments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cached = self.slots.iter().filter(|s| s.get().is_some()).count();
+        f.debug_struct("Fragments")
+            .field("rows", &self.slots.len())
+            .field("cached", &cached)
+            .field("budget", &self.budget.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 impl Service {
     /// Indexes the places.
     pub fn new(places: Places) -> Service {
         let grid = Grid::build(&places.coordinates());
-        Service { places, grid }
+        let fragments = Fragments::new(places.len(), FRAGMENT_BUDGET);
+        Service {
+            places,
+            grid,
+            fragments,
+        }
     }
 
     /// How many places are loaded.
@@ -199,14 +272,18 @@ impl Service {
         );
         body.push_str(LEGACY_HEAD);
         for hit in &hits {
-            let Some(place) = self.places.get(hit.index as usize) else {
-                continue;
-            };
+            let mark = body.len();
             if facts.results > 0 {
                 body.push_str(",\n");
             }
-            write_legacy_place(&mut body, &place);
-            facts.results += 1;
+            if self
+                .fragments
+                .write(&mut body, hit.index as usize, &self.places)
+            {
+                facts.results += 1;
+            } else {
+                body.truncate(mark);
+            }
         }
         if facts.results == 0 {
             body.clear();
@@ -868,6 +945,28 @@ mod tests {
         assert!(text_fragment(&s.places.get(0).unwrap()).contains("\\u003cb\\u003e"));
     }
 
+    #[test]
+    fn the_fragment_cache_is_bounded_and_changes_no_byte() {
+        let mut s = service();
+        let target = "/x/nearbysearch/json?location=34.0,-118.4&radius=50000&key=k";
+        let reference = s.legacy_reference(34.0, -118.4, 50000.0);
+        // Room for Santa Monica's text and not for Los Angeles' as well.
+        let first = text_fragment(&s.places.get(1).unwrap()).len();
+        s.fragments = Fragments::new(s.len(), first + 10);
+        for _ in 0..3 {
+            assert_eq!(get(&s, target).0.body, reference);
+        }
+        let cached: Vec<bool> = s
+            .fragments
+            .slots
+            .iter()
+            .map(|f| f.get().is_some())
+            .collect();
+        assert_eq!(cached, [false, true, false]);
+        assert_eq!(s.fragments.budget.load(Ordering::Relaxed), 10);
+        assert!(format!("{s:?}").contains("cached: 1"));
+    }
+
     /// A small deterministic generator (xorshift64*), so failures repeat.
     struct Rng(u64);
 
@@ -914,6 +1013,8 @@ mod tests {
             );
             let (r, v) = get(s, &target);
             let reference = s.legacy_reference(lat, lng, radius);
+            // Asked again, every place now comes from the fragment cache.
+            assert!(get(s, &target).0.body == r.body, "{target} changed");
             assert!(
                 r.body == reference,
                 "{target}:\n{}\n---\n{}",
