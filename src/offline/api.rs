@@ -4,6 +4,7 @@
 //! key order. No sockets here: the event loop is in [`super::server`], the
 //! data in [`super::places`] and [`super::index`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -239,7 +240,7 @@ impl Service {
     }
 
     /// Legacy Nearby Search: `GET .../nearbysearch/json?location=LAT,LNG&radius=M&key=K`.
-    fn legacy(&self, params: &[(String, String)]) -> Response {
+    fn legacy(&self, params: &[Param]) -> Response {
         let get = |name: &str| param(params, name);
         let location = get("location").and_then(parse_location);
         let radius_m = get("radius").and_then(|r| parse_radius(r.trim()));
@@ -318,7 +319,7 @@ impl Service {
     }
 
     /// Places API (New): `POST .../v1/places:searchNearby`.
-    fn search_nearby(&self, req: &Request, params: &[(String, String)]) -> Response {
+    fn search_nearby(&self, req: &Request, params: &[Param]) -> Response {
         let key = req.header("x-goog-api-key").or(param(params, "key"));
         if key.is_none_or(str::is_empty) {
             return new_error(403, "PERMISSION_DENIED", NO_KEY_NEW, Facts::default());
@@ -403,11 +404,11 @@ fn new_error(code: u16, status: &str, message: &str, facts: Facts) -> Response {
     Response::json(code, &body, facts)
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+fn param<'a>(params: &'a [Param], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.as_ref())
 }
 
 fn valid_lat_lng(lat: f64, lng: f64) -> bool {
@@ -431,8 +432,12 @@ pub fn parse_radius(text: &str) -> Option<f64> {
     text.parse().ok().filter(|&r| valid_radius(r))
 }
 
+/// A decoded query parameter: name and value, borrowed from the target
+/// unless decoding changed them.
+pub type Param<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// Splits a query string into decoded name/value pairs (`+` is a space).
-pub fn parse_query(query: &str) -> Vec<(String, String)> {
+pub fn parse_query(query: &str) -> Vec<Param<'_>> {
     query
         .split('&')
         .filter(|part| !part.is_empty())
@@ -443,7 +448,11 @@ pub fn parse_query(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn percent_decode(text: &str) -> String {
+fn percent_decode(text: &str) -> Cow<'_, str> {
+    // Most parameters hold nothing to decode: no copy for them.
+    if !text.contains(['%', '+']) {
+        return Cow::Borrowed(text);
+    }
     let hex = |b: u8| (b as char).to_digit(16);
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -470,7 +479,7 @@ fn percent_decode(text: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A number exactly as the data file wrote it (no float round trip).
