@@ -3,6 +3,13 @@
 //! Nearby Search and Places API (New) `searchNearby`, in Google's shapes and
 //! key order. No sockets here: the event loop is in [`super::server`], the
 //! data in [`super::places`] and [`super::index`].
+//!
+//! Legacy answers, the hot path, are written as text: each place's result
+//! object is spelled out by `write_legacy_place` (and kept by `Fragments`
+//! after its first use), between a fixed head and tail. Everything else
+//! (errors, the New API) is built as a `serde_json::Value` and printed by
+//! the herd's own printer, which is also the reference the text path is
+//! tested against, byte for byte.
 
 use std::borrow::Cow;
 use std::fmt;
