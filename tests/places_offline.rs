@@ -763,3 +763,105 @@ fn drop_reused_waits_for_a_delayed_first_answer() {
     assert_eq!(c.response().unwrap().json()["status"], "OK");
     assert!(c.response().is_none());
 }
+
+/// A small deterministic generator (xorshift64*), so benchmark runs ask the
+/// same questions and can be compared.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Legacy targets near UCLA, radius 10 km, the point jittered by up to
+/// ±0.02° so the answers are not all the same 20 places.
+fn ucla_targets(n: usize) -> Vec<String> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    (0..n)
+        .map(|_| {
+            let lat = 34.068930 + (rng.next_f64() - 0.5) * 0.04;
+            let lng = -118.445127 + (rng.next_f64() - 0.5) * 0.04;
+            legacy(&format!("location={lat:.6},{lng:.6}&radius=10000&key=K"))
+        })
+        .collect()
+}
+
+/// In-process cost of one legacy answer, no sockets:
+/// `cargo test --release --test places_offline answer_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; run in release with --ignored --nocapture"]
+fn answer_cost() {
+    use proxy_herd::offline::api::{Request, Service};
+    use proxy_herd::offline::places::Places;
+    let t0 = Instant::now();
+    let places = Places::load(&repo("data/places/cities1000.tsv")).unwrap();
+    let service = Service::new(places);
+    println!(
+        "start-up: {} places loaded and indexed in {:.3} s",
+        service.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let targets = ucla_targets(10_000);
+    let answer = |target: &str| {
+        service.handle(&Request {
+            method: "GET",
+            target,
+            headers: &[],
+            body: b"",
+        })
+    };
+    // One pass to warm caches (and any lazily built state), one to measure.
+    for pass in ["cold", "warm"] {
+        let t = Instant::now();
+        let mut bytes = 0;
+        for target in &targets {
+            let r = answer(target);
+            assert_eq!(r.status, 200);
+            bytes += r.body.len();
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / targets.len() as f64;
+        println!(
+            "{pass}: {per:.2} µs per answer ({} answers, {} bytes on average)",
+            targets.len(),
+            bytes / targets.len()
+        );
+    }
+}
+
+/// Answers per second over real HTTPS: 16 keep-alive client threads for 3 s,
+/// on the same machine as the server (so clients take CPU too):
+/// `cargo test --release --test places_offline https_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; run in release with --ignored --nocapture"]
+fn https_throughput() {
+    let server = start(&[]);
+    let port = server.port;
+    let targets = Arc::new(ucla_targets(1_000));
+    let run_for = Duration::from_secs(3);
+    let t = Instant::now();
+    let threads: Vec<_> = (0..16)
+        .map(|k| {
+            let targets = Arc::clone(&targets);
+            std::thread::spawn(move || {
+                let mut client = Client::connect(port, "localhost");
+                let mut n = 0usize;
+                while t.elapsed() < run_for {
+                    let resp = client.get(&targets[(k * 61 + n) % targets.len()]);
+                    assert_eq!(resp.status, 200);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: usize = threads.into_iter().map(|h| h.join().unwrap()).sum();
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "https: {total} answers in {secs:.2} s = {:.0} answers/s (16 keep-alive clients)",
+        total as f64 / secs
+    );
+}
