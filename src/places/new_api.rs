@@ -4,13 +4,15 @@
 //! answer is a result, Google's own error, or a failure of ours; cutting the
 //! results to the client's bound; converting Places API (New) answers to the
 //! legacy shape ([`new_to_legacy`]) so clients see one format whichever API
-//! the server uses. Printing is [`super::google_json`]'s job; getting the bytes
+//! the server uses. Printing is [`super::google_json`]'s job (and, for legacy
+//! answers, [`super::reprint`]'s streaming fast path); getting the bytes
 //! is [`super::http`]'s and the event loop's. Everything here is pure.
 
 use serde_json::{Map, Value};
 
 use super::google_json::{error_json, squeeze, to_google_style};
 use super::http::Api;
+use super::reprint;
 
 /// The JSON text for a WHATSAT reply (ends with `"\n\n"`) and what to log about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,10 +25,17 @@ pub struct Rendered {
 
 /// Turns a Places answer (status code and body) into the reply's JSON, results cut to `bound`.
 pub fn render_reply(api: Api, status: u16, body: &[u8], bound: usize) -> Rendered {
+    // A legacy answer is printed straight from its bytes when that gives the
+    // same reply; the streaming printer says `None` wherever it might not.
+    if api == Api::Legacy && (200..300).contains(&status) {
+        if let Some(rendered) = reprint::render_legacy(body, bound, status) {
+            return rendered;
+        }
+    }
     render_via_value(api, status, body, bound)
 }
 
-/// [`render_reply`] through a parsed `serde_json::Value`.
+/// [`render_reply`] through a parsed `serde_json::Value`: every case, and the reference for the fast path.
 pub(super) fn render_via_value(api: Api, status: u16, body: &[u8], bound: usize) -> Rendered {
     let http_ok = (200..300).contains(&status);
     let parsed = serde_json::from_slice::<Value>(body);
