@@ -4,13 +4,15 @@
 //! answer is a result, Google's own error, or a failure of ours; cutting the
 //! results to the client's bound; converting Places API (New) answers to the
 //! legacy shape ([`new_to_legacy`]) so clients see one format whichever API
-//! the server uses. Printing is [`super::google_json`]'s job; getting the bytes
+//! the server uses. Printing is [`super::google_json`]'s job (and, for legacy
+//! answers, [`super::reprint`]'s streaming fast path); getting the bytes
 //! is [`super::http`]'s and the event loop's. Everything here is pure.
 
 use serde_json::{Map, Value};
 
 use super::google_json::{error_json, squeeze, to_google_style};
 use super::http::Api;
+use super::reprint;
 
 /// The JSON text for a WHATSAT reply (ends with `"\n\n"`) and what to log about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +25,18 @@ pub struct Rendered {
 
 /// Turns a Places answer (status code and body) into the reply's JSON, results cut to `bound`.
 pub fn render_reply(api: Api, status: u16, body: &[u8], bound: usize) -> Rendered {
+    // A legacy answer is printed straight from its bytes when that gives the
+    // same reply; the streaming printer says `None` wherever it might not.
+    if api == Api::Legacy && (200..300).contains(&status) {
+        if let Some(rendered) = reprint::render_legacy(body, bound, status) {
+            return rendered;
+        }
+    }
+    render_via_value(api, status, body, bound)
+}
+
+/// [`render_reply`] through a parsed `serde_json::Value`: every case, and the reference for the fast path.
+pub(super) fn render_via_value(api: Api, status: u16, body: &[u8], bound: usize) -> Rendered {
     let http_ok = (200..300).contains(&status);
     let parsed = serde_json::from_slice::<Value>(body);
     // Both APIs' front ends answer some failures (a bad key, quota) with
@@ -132,21 +146,32 @@ fn legacy_reply(mut answer: Map<String, Value>, bound: usize, http: u16) -> Rend
         }
         _ => 0,
     };
-    let status = answer.get("status").and_then(Value::as_str);
-    let outcome = match status {
-        Some("OK" | "ZERO_RESULTS") => Ok(sent),
-        Some(status) => {
-            let message = answer.get("error_message").and_then(Value::as_str);
-            Err(match message {
-                Some(m) => format!("{status}: {m} (HTTP {http})"),
-                None => format!("{status} (HTTP {http})"),
-            })
-        }
-        None => Err(format!("Places answered HTTP {http} without a status")),
-    };
+    let outcome = legacy_outcome(
+        sent,
+        answer.get("status").and_then(Value::as_str),
+        answer.get("error_message").and_then(Value::as_str),
+        http,
+    );
     Rendered {
         json: squeeze(&to_google_style(&Value::Object(answer))),
         outcome,
+    }
+}
+
+/// What the log says of a legacy answer: results sent, or Google's status and message.
+pub(super) fn legacy_outcome(
+    sent: usize,
+    status: Option<&str>,
+    message: Option<&str>,
+    http: u16,
+) -> Result<usize, String> {
+    match status {
+        Some("OK" | "ZERO_RESULTS") => Ok(sent),
+        Some(status) => Err(match message {
+            Some(m) => format!("{status}: {m} (HTTP {http})"),
+            None => format!("{status} (HTTP {http})"),
+        }),
+        None => Err(format!("Places answered HTTP {http} without a status")),
     }
 }
 
