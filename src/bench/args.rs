@@ -77,6 +77,9 @@ pub struct Options {
     pub depth: usize,
     /// whatsat: concurrent clients.
     pub clients: usize,
+    /// iamat: send at this many requests per second in all (open loop)
+    /// instead of refilling on every reply.
+    pub rate: Option<f64>,
     /// idle: connections held open.
     pub idle: usize,
     pub impls: Vec<Impl>,
@@ -118,6 +121,13 @@ fn spec() -> getopts::Options {
         "",
         "depth",
         "iamat/limit/flood: requests in flight per connection (default 8)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "rate",
+        "iamat: send N requests/s in all, on a schedule (still at most --depth in flight \
+         per connection), to measure latency below the peak",
         "N",
     );
     o.optopt(
@@ -194,6 +204,16 @@ where
     let connections = bounded(&m, "connections", 64, 1, 10_000)?;
     let depth = bounded(&m, "depth", 8, 1, 1024)?;
     let clients = bounded(&m, "clients", 16, 1, 10_000)?;
+    let rate = match m.opt_str("rate") {
+        None => None,
+        Some(_) => {
+            let r: f64 = number(&m, "rate", 0.0)?;
+            if !(1.0..=10_000_000.0).contains(&r) {
+                return Err("--rate must be between 1 and 10000000 requests per second".into());
+            }
+            Some(r)
+        }
+    };
     let idle = bounded(&m, "idle", 10_000, 1, 1_000_000)?;
     let impls = match m.opt_str("impl").as_deref() {
         None if scenario == Scenario::Compare => Impl::ALL.to_vec(),
@@ -256,6 +276,7 @@ where
         connections,
         depth,
         clients,
+        rate,
         idle,
         impls,
         json: m.opt_str("json").map(PathBuf::from),
@@ -346,6 +367,12 @@ mod tests {
     }
 
     #[test]
+    fn rate_is_read() {
+        assert_eq!(run(&[]).rate, None);
+        assert_eq!(run(&["iamat", "--rate", "58000"]).rate, Some(58000.0));
+    }
+
+    #[test]
     fn target_and_pid() {
         let o = run(&[
             "idle",
@@ -372,6 +399,8 @@ mod tests {
             &["--target", "localhost"],
             &["flood", "--target", "127.0.0.1:1"],
             &["--pid", "1"],
+            &["--rate", "0"],
+            &["--rate", "fast"],
             &["--bogus"],
         ] {
             assert!(parse(args).is_err(), "{args:?} accepted");

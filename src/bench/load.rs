@@ -60,6 +60,9 @@ pub struct LoadSpec {
     pub duration: Duration,
     /// Makes client IDs unique across runs against the same herd.
     pub tag: String,
+    /// IAMATs per second in all, sent on a schedule (open loop); `None`
+    /// refills each connection to its depth on every reply (closed loop).
+    pub rate: Option<f64>,
 }
 
 /// What one load run measured.
@@ -267,8 +270,17 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
     let mut chunk = vec![0u8; 64 * 1024];
     let mut events = Events::with_capacity(1024);
 
+    // Open loop: IAMATs leave on a schedule, round-robin over the
+    // connections, and latency below the peak can be measured.
+    let pace = match (spec.rate, spec.workload) {
+        (Some(rate), Workload::Iamat { depth }) => Some((rate, depth)),
+        _ => None,
+    };
+    let (mut scheduled, mut next_client) = (0u64, 0usize);
     for c in clients.iter_mut() {
-        c.refill(spec.workload);
+        if pace.is_none() {
+            c.refill(spec.workload);
+        }
         if c.flush().is_err() {
             c.phase = Phase::Lost;
         }
@@ -278,7 +290,12 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
         if now >= deadline || super::interrupted() {
             break;
         }
-        match poll.poll(&mut events, Some((deadline - now).min(TICK))) {
+        let tick = if pace.is_some() {
+            Duration::from_millis(1)
+        } else {
+            TICK
+        };
+        match poll.poll(&mut events, Some((deadline - now).min(tick))) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
@@ -321,10 +338,34 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
                 c.phase = Phase::Lost;
                 continue;
             }
-            c.refill(spec.workload);
+            if pace.is_none() {
+                c.refill(spec.workload);
+            }
             if c.flush().is_err() {
                 c.phase = Phase::Lost;
             }
+        }
+        if let Some((rate, depth)) = pace {
+            let due = (start.elapsed().as_secs_f64() * rate) as u64;
+            // Requests the depth cap cannot take now are skipped, not owed:
+            // a backlog would measure the queue, not the server.
+            let mut misses = 0;
+            while scheduled < due && misses < clients.len() {
+                let i = next_client % clients.len();
+                next_client += 1;
+                let c = &mut clients[i];
+                if c.phase == Phase::Running && c.in_flight.len() < depth {
+                    c.queue_iamat();
+                    if c.flush().is_err() {
+                        c.phase = Phase::Lost;
+                    }
+                    scheduled += 1;
+                    misses = 0;
+                } else {
+                    misses += 1;
+                }
+            }
+            scheduled = scheduled.max(due);
         }
     }
     let lost = clients.iter().filter(|c| c.phase == Phase::Lost).count();

@@ -166,6 +166,7 @@ fn load_spec(opts: &Options, addr: SocketAddr, sc: Scenario, tag: &str) -> LoadS
         warmup: warmup(opts.duration),
         duration: opts.duration,
         tag: tag.to_string(),
+        rate: opts.rate.filter(|_| sc != Scenario::Whatsat),
     }
 }
 
