@@ -21,6 +21,7 @@ use serde_json::{json, Map, Number, Value};
 
 use super::index::Grid;
 use super::places::{Place, Places};
+use crate::places::google_json::write_string_body;
 
 /// At most this many places in any answer (Google's page size).
 pub const MAX_RESULTS: usize = 20;
@@ -683,37 +684,6 @@ fn write_string(out: &mut String, s: &str) {
     out.push('"');
     write_string_body(out, s);
     out.push('"');
-}
-
-/// The inside of a JSON string, escaped exactly as
-/// `crate::places::google_json` does: `<` and `>` as `\u003c` / `\u003e`,
-/// controls escaped, other non-ASCII kept as UTF-8. Text that needs no
-/// escape (nearly every name) is copied in one piece.
-fn write_string_body(out: &mut String, s: &str) {
-    let needs_escape = |b: u8| matches!(b, b'"' | b'\\' | b'<' | b'>' | 0x7f) || b < 0x20;
-    if !s.bytes().any(needs_escape) {
-        out.push_str(s);
-        return;
-    }
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                use std::fmt::Write;
-                // Writing to a String cannot fail.
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
 }
 
 /// One legacy result as a `Value`: the reference [`write_legacy_place`] is

@@ -130,24 +130,46 @@ fn write_array(out: &mut String, items: &[Value], level: usize) {
 /// (so a reply can be pasted into HTML), other non-ASCII left as UTF-8.
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
+    write_string_body(out, s);
     out.push('"');
+}
+
+/// The inside of a JSON string in Google's escaping (see [`write_string`]).
+/// Text that needs no escape, nearly every name, is copied in one piece.
+/// The one escaping rule of the project: places-offline and the streaming
+/// re-printer use it too.
+pub fn write_string_body(out: &mut String, s: &str) {
+    let needs_escape = |b: u8| matches!(b, b'"' | b'\\' | b'<' | b'>' | 0x7f) || b < 0x20;
+    if !s.bytes().any(needs_escape) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        push_escaped(out, c);
+    }
+}
+
+/// One character in Google's escaping.
+pub fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{08}' => out.push_str("\\b"),
+        '\u{0c}' => out.push_str("\\f"),
+        '<' => out.push_str("\\u003c"),
+        '>' => out.push_str("\\u003e"),
+        c if (c as u32) < 0x20 || c == '\u{7f}' => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let n = c as usize;
+            out.push_str("\\u00");
+            out.push(char::from(HEX[n >> 4]));
+            out.push(char::from(HEX[n & 0xf]));
+        }
+        c => out.push(c),
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 //! Being stricter than serde_json only costs speed; accepting something it
 //! rejects would change a reply, so every rule below is serde_json's.
 
+use super::google_json::push_escaped;
 use super::new_api::{legacy_outcome, Rendered};
 
 /// serde_json's nesting limit: its 128th nested container is an error.
@@ -549,29 +550,6 @@ static SPECIAL: [bool; 256] = {
     table[0x7f] = true;
     table
 };
-
-/// One decoded character as `google_json::write_string` prints it.
-fn push_escaped(out: &mut String, c: char) {
-    match c {
-        '"' => out.push_str("\\\""),
-        '\\' => out.push_str("\\\\"),
-        '\n' => out.push_str("\\n"),
-        '\r' => out.push_str("\\r"),
-        '\t' => out.push_str("\\t"),
-        '\u{08}' => out.push_str("\\b"),
-        '\u{0c}' => out.push_str("\\f"),
-        '<' => out.push_str("\\u003c"),
-        '>' => out.push_str("\\u003e"),
-        c if (c as u32) < 0x20 || c == '\u{7f}' => {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            let n = c as usize;
-            out.push_str("\\u00");
-            out.push(char::from(HEX[n >> 4]));
-            out.push(char::from(HEX[n & 0xf]));
-        }
-        c => out.push(c),
-    }
-}
 
 #[cfg(test)]
 mod tests {
