@@ -890,6 +890,8 @@ fn shown(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::places::TestRng;
 
     #[test]
     fn statuses_outside_100_to_599_are_refused() {
@@ -901,7 +903,6 @@ mod tests {
             assert!(r.feed(head.as_bytes()).is_err(), "{head}");
         }
     }
-    use super::*;
 
     const UCLA: NearbyQuery = NearbyQuery {
         lat: "+34.068930",
@@ -1376,20 +1377,6 @@ mod tests {
         assert!(!e.to_string().contains('\x7f'));
     }
 
-    /// xorshift64*: deterministic noise without a crate.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     #[test]
     fn garbage_never_panics() {
         let seeds: [&[u8]; 4] = [
@@ -1399,7 +1386,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n",
         ];
         let alphabet = b"HTTP/1.0 2345\r\n:;,-chunkedContent-LengthTransfer-Encoding\x00\xff";
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = TestRng(0x9E37_79B9_7F4A_7C15);
         let (mut completed, mut refused) = (0, 0);
         for round in 0..20_000 {
             let mut input: Vec<u8> = if round % 2 == 0 {

@@ -557,6 +557,7 @@ mod tests {
     use crate::places::google_json::{squeeze, to_google_style};
     use crate::places::http::Api;
     use crate::places::new_api::{render_reply, render_via_value};
+    use crate::places::TestRng;
     use serde_json::Value;
 
     /// The old pipeline's text: parse, cut `results`, print, squeeze (`None` if serde_json rejects the body).
@@ -601,26 +602,6 @@ mod tests {
             );
         }
         fast.map(drop)
-    }
-
-    /// xorshift64*: deterministic, no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[self.below(items.len())]
-        }
     }
 
     const WS: &[&str] = &["", "", "", " ", "\n", "\t", "\r\n", "  \n   "];
@@ -691,11 +672,11 @@ mod tests {
         "status",
     ];
 
-    fn ws(rng: &mut Rng, out: &mut String) {
+    fn ws(rng: &mut TestRng, out: &mut String) {
         out.push_str(rng.pick(WS));
     }
 
-    fn string(rng: &mut Rng, out: &mut String) {
+    fn string(rng: &mut TestRng, out: &mut String) {
         out.push('"');
         for _ in 0..rng.below(5) {
             out.push_str(rng.pick(STRING_PIECES));
@@ -703,7 +684,7 @@ mod tests {
         out.push('"');
     }
 
-    fn scalar(rng: &mut Rng, out: &mut String) {
+    fn scalar(rng: &mut TestRng, out: &mut String) {
         match rng.below(6) {
             0 | 1 => string(rng, out),
             2 | 3 => out.push_str(rng.pick(NUMBERS)),
@@ -712,7 +693,7 @@ mod tests {
         }
     }
 
-    fn value(rng: &mut Rng, out: &mut String, depth: usize) {
+    fn value(rng: &mut TestRng, out: &mut String, depth: usize) {
         match if depth > 4 { 9 } else { rng.below(10) } {
             0..=2 => object(rng, out, depth + 1),
             3..=4 => {
@@ -732,10 +713,10 @@ mod tests {
     }
 
     fn array(
-        rng: &mut Rng,
+        rng: &mut TestRng,
         out: &mut String,
         len: usize,
-        mut item: impl FnMut(&mut Rng, &mut String),
+        mut item: impl FnMut(&mut TestRng, &mut String),
     ) {
         out.push('[');
         ws(rng, out);
@@ -750,7 +731,7 @@ mod tests {
         out.push(']');
     }
 
-    fn object(rng: &mut Rng, out: &mut String, depth: usize) {
+    fn object(rng: &mut TestRng, out: &mut String, depth: usize) {
         out.push('{');
         ws(rng, out);
         let mut used = Vec::new();
@@ -776,7 +757,7 @@ mod tests {
     }
 
     /// A legacy-looking answer: top-level keys in some order, `results` of 0 to 24 items.
-    fn document(rng: &mut Rng) -> String {
+    fn document(rng: &mut TestRng) -> String {
         let mut parts: Vec<String> = Vec::new();
         parts.push("\"html_attributions\":[]".into());
         let mut results = String::from("\"results\":");
@@ -837,7 +818,7 @@ mod tests {
 
     #[test]
     fn generated_documents_print_as_the_value_path_does() {
-        let mut rng = Rng(0x5EED_1234_ABCD_0001);
+        let mut rng = TestRng(0x5EED_1234_ABCD_0001);
         for _ in 0..1500 {
             let doc = document(&mut rng);
             for &bound in BOUNDS {
@@ -849,7 +830,7 @@ mod tests {
     #[test]
     fn mutated_documents_are_judged_as_serde_json_judges_them() {
         const BYTES: &[u8] = b"\"\\{}[],: \t0e-.+u\x00\x1f\x7f\xff\xc3\xa9nxE";
-        let mut rng = Rng(0x5EED_1234_ABCD_0002);
+        let mut rng = TestRng(0x5EED_1234_ABCD_0002);
         let (mut accepted, mut rejected) = (0, 0);
         for _ in 0..800 {
             let doc = document(&mut rng).into_bytes();
