@@ -258,13 +258,7 @@ fn a_flood_of_connects_and_disconnects_leaves_the_server_serving() {
 fn running_out_of_file_descriptors_pauses_accepting_without_spinning() {
     // The server runs with a small descriptor limit, set by the shell.
     let dir = TempDir::new("emfile");
-    let port = free_port();
-    let config = dir.path("herd.txt");
-    std::fs::write(
-        &config,
-        format!("Riley 127.0.0.1:{port} peer=127.0.0.1:{}\n", free_port()),
-    )
-    .unwrap();
+    let (config, port) = lone_herd_file(&dir);
     let log = dir.path("Riley.log");
     let command = format!(
         "ulimit -n 48 && exec {} -c {} -l {} --places-url https://127.0.0.1:9/x Riley",

@@ -21,13 +21,7 @@ struct Setup {
 fn setup(test: &str, places_args: &[&str], server_args: &[&str], key: Option<&str>) -> Setup {
     let dir = TempDir::new(test);
     let places = PlacesOffline::start(&dir, places_args);
-    let port = free_port();
-    let config = dir.path("herd.txt");
-    std::fs::write(
-        &config,
-        format!("Riley 127.0.0.1:{port} peer=127.0.0.1:{}\n", free_port()),
-    )
-    .unwrap();
+    let (config, port) = lone_herd_file(&dir);
     let log = dir.path("Riley.log");
     let new_api = server_args.windows(2).any(|w| w == ["--places-api", "new"]);
     let url = if new_api {

@@ -213,6 +213,19 @@ pub fn start_server_env(
     server
 }
 
+/// Writes a herd of one, `Riley` on fresh ports, into `dir`; returns the
+/// herd file and Riley's client port.
+pub fn lone_herd_file(dir: &TempDir) -> (PathBuf, u16) {
+    let port = free_port();
+    let config = dir.path("herd.txt");
+    std::fs::write(
+        &config,
+        format!("Riley 127.0.0.1:{port} peer=127.0.0.1:{}\n", free_port()),
+    )
+    .unwrap();
+    (config, port)
+}
+
 /// One server of a herd, as the herd file has it.
 pub struct Member {
     pub name: String,
