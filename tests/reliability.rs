@@ -411,3 +411,48 @@ fn chaos_kills_and_restarts_lose_nothing_acknowledged() {
         }
     }
 }
+
+#[test]
+fn a_client_cannot_queue_whatsats_without_end() {
+    // Places is slow, and one client pipelines 100 WHATSATs in one write.
+    let dir = TempDir::new("waiting");
+    let places = PlacesOffline::start(&dir, &["--latency-ms", "300"]);
+    let (config, port) = lone_herd_file(&dir);
+    let log = dir.path("Riley.log");
+    let args: Vec<String> = [
+        "-c",
+        &config.display().to_string(),
+        "-l",
+        &log.display().to_string(),
+        "--places-url",
+        &places.legacy_url(),
+        "--places-ca",
+        &dev_ca(),
+        "Riley",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = [("PLACES_API_KEY", "k")];
+    let server = start_server_env("Riley", &args, &env, ([127, 0, 0, 1], port).into(), &log);
+    let mut c = server.connect();
+    let mut batch = "IAMAT kiwi +34.068930-118.445127 1\n".to_string();
+    batch.push_str(&"WHATSAT kiwi 10 1\n".repeat(100));
+    c.send(batch.as_bytes());
+    let at = c.read_line();
+    let (mut answered, mut refused) = (0, 0);
+    for _ in 0..100 {
+        let answer = c.read_until_blank_line();
+        assert!(answer.starts_with(&at), "{answer}");
+        if answer.contains("\"status\" : \"OK\"") {
+            answered += 1;
+        } else if answer.contains("too many WHATSATs waiting for Places") {
+            refused += 1;
+        }
+    }
+    // The first 64 wait for Places; the rest are answered at once, in order.
+    assert_eq!((answered, refused), (64, 36));
+    wait_for("places-offline's 64 requests", || {
+        (count(&places.log_text(), "request conn=") == 64).then_some(())
+    });
+}

@@ -7,6 +7,10 @@
 //! client sockets.
 
 use super::*;
+use crate::places::google_json::error_json;
+
+/// At most this many WHATSATs may wait for Places on one connection.
+pub(super) const MAX_WAITING_PLACES: usize = 64;
 
 /// A client connection: asyncio's protocol instance plus its transport.
 pub(super) struct ClientConn {
@@ -24,6 +28,10 @@ pub(super) struct ClientConn {
 pub(super) struct Replies {
     pub(super) transport: Transport,
     pub(super) held: VecDeque<Held>,
+    /// How many of `held` are WHATSATs still waiting for Places.
+    waiting: usize,
+    /// Bytes of ready replies in `held`: they count towards the backlog limit.
+    held_bytes: usize,
 }
 
 pub(super) enum Held {
@@ -32,12 +40,34 @@ pub(super) enum Held {
 }
 
 impl Replies {
+    pub(super) fn new(transport: Transport) -> Self {
+        Replies {
+            transport,
+            held: VecDeque::new(),
+            waiting: 0,
+            held_bytes: 0,
+        }
+    }
+
     fn send(&mut self, bytes: &[u8]) {
         if self.held.is_empty() {
             self.transport.write(bytes);
         } else {
+            self.held_bytes += bytes.len();
             self.held.push_back(Held::Ready(bytes.to_vec()));
         }
+    }
+
+    /// Keeps a place, in order, for the answer to Places request `id`.
+    fn hold(&mut self, id: u64) {
+        self.waiting += 1;
+        self.held.push_back(Held::Places(id));
+    }
+
+    /// Bytes owed to the client and not yet taken by the socket, held
+    /// replies included: what the 1 MiB limit is about.
+    pub(super) fn unsent(&self) -> usize {
+        self.transport.backlog() + self.held_bytes
     }
 
     /// The answer to Places request `id` arrived: release what it held up.
@@ -47,10 +77,13 @@ impl Replies {
             .iter_mut()
             .find(|h| matches!(h, Held::Places(r) if *r == id))
         {
+            self.waiting -= 1;
+            self.held_bytes += bytes.len();
             *slot = Held::Ready(bytes);
         }
         while let Some(Held::Ready(_)) = self.held.front() {
             if let Some(Held::Ready(bytes)) = self.held.pop_front() {
+                self.held_bytes -= bytes.len();
                 self.transport.write(&bytes);
             }
         }
@@ -88,9 +121,24 @@ pub(super) fn client_line_received(
             at.pop();
             effects.floods.push((at, None));
         }
+        ClientAction::FetchPlaces(query) if replies.waiting >= MAX_WAITING_PLACES => {
+            // A client may not queue Places requests without end: past the
+            // limit it gets the error answer at once (still in order).
+            herd.log.line(&client(" > ", &query.at_line));
+            let mut bytes = query.at_line;
+            bytes.push(b'\n');
+            bytes.extend_from_slice(
+                error_json(
+                    "too many WHATSATs waiting for Places on this connection",
+                    "UNKNOWN_ERROR",
+                )
+                .as_bytes(),
+            );
+            replies.send(&bytes);
+        }
         ClientAction::FetchPlaces(query) => {
             *next_request += 1;
-            replies.held.push_back(Held::Places(*next_request));
+            replies.hold(*next_request);
             effects.places.push((me, id, *next_request, query));
         }
     }
@@ -115,10 +163,7 @@ impl EventLoop {
                 id,
                 addr,
                 lines: LineReader::default(),
-                replies: Replies {
-                    transport,
-                    held: VecDeque::new(),
-                },
+                replies: Replies::new(transport),
                 eof: false,
                 last_active: now,
             })
@@ -198,7 +243,7 @@ impl EventLoop {
                         failure = Some("line longer than 64 KiB".to_string());
                         break;
                     }
-                    if replies.transport.backlog() > MAX_BACKLOG {
+                    if replies.unsent() > MAX_BACKLOG {
                         failure = Some("over 1 MiB of replies left unread".to_string());
                         break;
                     }
@@ -282,7 +327,7 @@ impl EventLoop {
                 bytes.len()
             ));
             c.replies.fulfil(request, bytes);
-            if c.replies.transport.backlog() > MAX_BACKLOG {
+            if c.replies.unsent() > MAX_BACKLOG {
                 self.close(client.key, "over 1 MiB of replies left unread");
                 return;
             }
