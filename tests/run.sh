@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): every Rust test, then the
-# protocol, herd and WHATSAT integration tests again against the Python
-# asyncio counterpart (docs/asyncio/herd.py) when python3 and it are present,
-# so the two implementations never drift apart; then the partition script
+# protocol, herd and WHATSAT integration tests again against each counterpart
+# in docs/ (asyncio, Python threads, Node.js, Java) whose runtime is present,
+# so the implementations never drift apart; then the partition script
 # (each server in its own network namespace), which skips itself unless it
 # runs as root where `ip netns` works.
 set -euo pipefail
@@ -10,12 +10,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 cargo test "$@"
 
-if [ -f docs/asyncio/herd.py ] && command -v python3 >/dev/null 2>&1; then
-    echo "== the same integration tests against the asyncio counterpart"
-    PROXY_HERD_IMPL=asyncio cargo test --test server --test herd --test whatsat "$@"
-else
-    echo "== asyncio counterpart tests skipped: no python3 or no docs/asyncio/herd.py"
-fi
+# counterpart NAME FILE RUNTIME: the client, herd and WHATSAT tests against
+# docs/FILE when RUNTIME is on the PATH; a loud line when it is skipped.
+counterpart() {
+    if [ -e "docs/$2" ] && command -v "$3" >/dev/null 2>&1; then
+        echo "== the same integration tests against the $1 counterpart (docs/$2)"
+        PROXY_HERD_IMPL=$1 cargo test --test server --test herd --test whatsat "${@:4}"
+    else
+        echo "== SKIPPED: the $1 counterpart's tests: no $3 on the PATH or no docs/$2"
+    fi
+}
+counterpart asyncio asyncio/herd.py python3 "$@"
+counterpart threads threads/herd.py python3 "$@"
+counterpart node node/herd.js node "$@"
+counterpart java java/herd.sh javac "$@"
 
 echo "== partitions across network namespaces"
 if [ "$(id -u)" = 0 ]; then

@@ -4,9 +4,9 @@
 //!   outgoing connection can take a port a server is about to bind or rebind
 //!   after a kill), from a per-process random start, each checked free by
 //!   binding it; the OS has the last word.
-//! - Which implementation runs: `PROXY_HERD_IMPL=asyncio` runs the Python
-//!   counterpart (`docs/asyncio/herd.py`) instead of the Rust binary, so the
-//!   same tests hold both to the protocol.
+//! - Which implementation runs: `PROXY_HERD_IMPL=asyncio` (or `node`, `java`,
+//!   `threads`) runs a counterpart from `docs/` instead of the Rust binary, so
+//!   the same tests hold every implementation to the protocol.
 //! - Nothing sleeps for a fixed time: every wait polls a condition until a
 //!   deadline and fails the test with what it was waiting for.
 
@@ -94,19 +94,44 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Which implementation the tests run against: `PROXY_HERD_IMPL` names a
+/// counterpart (`asyncio`, `node`, `java`, `threads`); unset, the Rust binary.
+pub fn implementation() -> String {
+    std::env::var("PROXY_HERD_IMPL").unwrap_or_else(|_| "rust".to_string())
+}
+
 /// True when the tests run against the asyncio counterpart.
 pub fn is_asyncio() -> bool {
-    std::env::var("PROXY_HERD_IMPL").is_ok_and(|v| v == "asyncio")
+    implementation() == "asyncio"
+}
+
+/// True when the tests run against any counterpart rather than the Rust server.
+pub fn is_counterpart() -> bool {
+    implementation() != "rust"
 }
 
 /// The command that starts one server, before its arguments.
 pub fn server_command() -> Command {
-    if is_asyncio() {
-        let mut c = Command::new("python3");
-        c.arg(repo_root().join("docs/asyncio/herd.py"));
-        c
-    } else {
-        Command::new(env!("CARGO_BIN_EXE_proxy-herd"))
+    let root = repo_root();
+    match implementation().as_str() {
+        "rust" => Command::new(env!("CARGO_BIN_EXE_proxy-herd")),
+        "asyncio" => {
+            let mut c = Command::new("python3");
+            c.arg(root.join("docs/asyncio/herd.py"));
+            c
+        }
+        "threads" => {
+            let mut c = Command::new("python3");
+            c.arg(root.join("docs/threads/herd.py"));
+            c
+        }
+        "node" => {
+            let mut c = Command::new("node");
+            c.arg(root.join("docs/node/herd.js"));
+            c
+        }
+        "java" => Command::new(root.join("docs/java/herd.sh")),
+        other => panic!("PROXY_HERD_IMPL={other}: expected asyncio, node, java or threads"),
     }
 }
 
