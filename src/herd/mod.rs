@@ -140,7 +140,7 @@ impl Herd {
         if !state.wants_compaction(self.store.len()) {
             return;
         }
-        let result = state.compact(self.store.positions().map(|p| &p.at_line[..]));
+        let result = state.compact(self.store.positions().map(|p| p.at_line.0));
         match result {
             Ok(()) => self.log.event(format_args!(
                 "state file: compacted to {} positions",

@@ -152,6 +152,100 @@ fn is_diff(s: &[u8]) -> bool {
             .all(|(i, b)| i == dot || b.is_ascii_digit())
 }
 
+/// Levels of the reconciliation tree below its root; fan-out 16, so
+/// 16^4 = 65,536 leaves. The shape is part of the protocol: every server
+/// builds the same tree (`docs/protocol.md`, "The catch-up").
+pub const TREE_DEPTH: u8 = 4;
+/// Children of each inner node.
+pub const TREE_FANOUT: u32 = 16;
+/// Leaves of the tree.
+pub const TREE_LEAVES: u32 = 1 << (4 * TREE_DEPTH as u32);
+/// Nodes of the tree, all levels: 1 + 16 + ... + 65,536.
+pub const TREE_NODES: usize = ((1 << (4 * (TREE_DEPTH as u32 + 1))) - 1) / 15;
+
+/// A node of the reconciliation tree: its depth (0 is the root, 4 a leaf) and
+/// its index within that depth. Written `/` followed by one hex digit per
+/// level: `/` is the root, `/3a` the 11th child of the root's 4th child,
+/// `/3a7f` a leaf. A leaf holds the positions whose client ID hashes there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TreeNode {
+    depth: u8,
+    index: u32,
+}
+
+impl TreeNode {
+    /// The root.
+    pub const ROOT: TreeNode = TreeNode { depth: 0, index: 0 };
+
+    /// The node at `depth` with `index`, if both are in the tree.
+    pub fn new(depth: u8, index: u32) -> Option<TreeNode> {
+        (depth <= TREE_DEPTH && u64::from(index) < 1u64 << (4 * u32::from(depth)))
+            .then_some(TreeNode { depth, index })
+    }
+
+    /// Leaf number `leaf` (only the low 16 bits count).
+    pub fn leaf(leaf: u32) -> TreeNode {
+        TreeNode {
+            depth: TREE_DEPTH,
+            index: leaf % TREE_LEAVES,
+        }
+    }
+
+    pub fn depth(self) -> u8 {
+        self.depth
+    }
+
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    pub fn is_leaf(self) -> bool {
+        self.depth == TREE_DEPTH
+    }
+
+    /// Its `i`th child (`i` < 16); `None` for a leaf.
+    pub fn child(self, i: u32) -> Option<TreeNode> {
+        (!self.is_leaf() && i < TREE_FANOUT).then(|| TreeNode {
+            depth: self.depth + 1,
+            index: self.index * TREE_FANOUT + i,
+        })
+    }
+
+    /// The leaves beneath it (itself, for a leaf), as a range of leaf numbers.
+    pub fn leaves(self) -> std::ops::Range<u32> {
+        let shift = 4 * u32::from(TREE_DEPTH - self.depth);
+        (self.index << shift)..((self.index + 1) << shift)
+    }
+
+    /// A number unique to the node among all levels, below [`TREE_NODES`]:
+    /// where a flat array of the whole tree keeps it.
+    pub fn id(self) -> usize {
+        ((1usize << (4 * u32::from(self.depth))) - 1) / 15 + self.index as usize
+    }
+
+    /// Parses `/` and 0 to 4 hex digits.
+    pub fn parse(text: &[u8]) -> Option<TreeNode> {
+        let digits = text.strip_prefix(b"/")?;
+        if digits.len() > usize::from(TREE_DEPTH) {
+            return None;
+        }
+        let mut index = 0;
+        for &d in digits {
+            index = index * 16 + char::from(d).to_digit(16)?;
+        }
+        TreeNode::new(digits.len() as u8, index)
+    }
+
+    /// Appends `/` and its hex digits.
+    pub fn write(self, out: &mut Vec<u8>) {
+        out.push(b'/');
+        for level in (0..self.depth).rev() {
+            let nibble = (self.index >> (4 * u32::from(level))) & 0xf;
+            out.push(b"0123456789abcdef"[nibble as usize]);
+        }
+    }
+}
+
 /// Appends the AT line of `update` and `\n`: the whole update message.
 pub fn write_update(out: &mut Vec<u8>, update_line: &[u8]) {
     out.extend_from_slice(update_line);
