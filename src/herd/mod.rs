@@ -11,6 +11,7 @@ pub mod config;
 pub mod link;
 pub mod state;
 pub mod store;
+pub mod sync;
 
 use crate::log::{Log, Part};
 use crate::protocol::client::{self, parse_location, Coordinates, Request};

@@ -6,12 +6,22 @@
 //! acceptor -> dialer   CHALLENGE <nonce> <proof>  (with a herd secret: see herd/auth.rs)
 //! dialer -> acceptor   PROOF <proof>              (likewise)
 //! acceptor -> dialer   WELCOME <name>            or   REFUSED <reason>
-//! dialer -> acceptor   AT <server> <diff> <client> <location> <time>   (updates, catch-up)
+//! dialer -> acceptor   AT <server> <diff> <client> <location> <time>   (live updates)
 //! dialer -> acceptor   PING           acceptor -> dialer   PONG         (liveness)
+//!
+//! the catch-up (reconciliation), dialer's positions to the acceptor:
+//! dialer -> acceptor   TREE <node>                  what do you hold under node?
+//! acceptor -> dialer   HASHES <node> <hashes>       its children's hashes (a leaf: its lines')
+//! dialer -> acceptor   SYNC AT <server> ...         a position the acceptor may lack
+//! dialer -> acceptor   SYNCED <positions>           this catch-up pass is over
 //! ```
 //!
 //! Updates are the AT lines themselves, exactly as the receiving server made
-//! them, so every server answers WHATSAT with the same first line.
+//! them, so every server answers WHATSAT with the same first line. A catch-up
+//! position is the same AT line behind `SYNC `, so that the receiver can tell
+//! it from a live flood (it logs a catch-up as one summary line). Tree nodes
+//! are [`TreeNode`]s; hashes are big-endian `u64`s in base64 (see
+//! [`write_hashes`]).
 
 use super::client::{parse_location, parse_time};
 use super::{fields, split_exact};
@@ -39,9 +49,40 @@ pub enum PeerMessage<'a> {
     Update(Update),
     Ping,
     Pong,
+    /// `TREE <node>`: the sender of a catch-up asks what we hold under node.
+    Tree {
+        node: TreeNode,
+    },
+    /// `HASHES <node> <hashes>`: the answer to `TREE`.
+    Hashes {
+        node: TreeNode,
+        hashes: Hashes,
+    },
+    /// `SYNC <AT line>`: a position sent by a catch-up.
+    Sync(Update),
+    /// `SYNCED <positions>`: the end of a catch-up pass, with how many
+    /// positions it sent.
+    Synced {
+        positions: u64,
+    },
     Blank,
     Invalid,
 }
+
+/// What a `HASHES` answer carries.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub enum Hashes {
+    /// For an inner node, its 16 children's hashes; for a leaf, the hash of
+    /// each line it holds, in no order (`-` when it holds none).
+    List(Vec<u64>),
+    /// A leaf holding more than [`MAX_LEAF_HASHES`] lines (`*`): the sender
+    /// sends all of its own lines there.
+    TooMany,
+}
+
+/// A leaf answer lists at most this many hashes (11 KiB of text), far more
+/// than a leaf holds in any store of a sane size (15 at a million positions).
+pub const MAX_LEAF_HASHES: usize = 1024;
 
 /// A position travelling between servers: its client, time and AT line.
 #[derive(Debug, PartialEq, Eq, Clone)]
@@ -103,6 +144,21 @@ pub fn parse_peer_message(line: &[u8]) -> PeerMessage<'_> {
         b"AT" => parse_update(line).map(PeerMessage::Update),
         b"PING" => split_exact::<1>(line).map(|_| PeerMessage::Ping),
         b"PONG" => split_exact::<1>(line).map(|_| PeerMessage::Pong),
+        b"TREE" => split_exact::<2>(line)
+            .and_then(|[_, n]| TreeNode::parse(n))
+            .map(|node| PeerMessage::Tree { node }),
+        b"HASHES" => split_exact::<3>(line).and_then(|[_, n, h]| {
+            let node = TreeNode::parse(n)?;
+            let hashes = parse_hashes(node, h)?;
+            Some(PeerMessage::Hashes { node, hashes })
+        }),
+        b"SYNC" => {
+            let start = line.iter().position(|&b| !super::is_space(b)).unwrap_or(0);
+            parse_update(&line[start + command.len()..]).map(PeerMessage::Sync)
+        }
+        b"SYNCED" => split_exact::<2>(line)
+            .and_then(|[_, n]| parse_count(n))
+            .map(|positions| PeerMessage::Synced { positions }),
         _ => None,
     };
     parsed.unwrap_or(PeerMessage::Invalid)
@@ -252,6 +308,116 @@ pub fn write_update(out: &mut Vec<u8>, update_line: &[u8]) {
     out.push(b'\n');
 }
 
+/// Appends `TREE <node>\n`.
+pub fn write_tree(out: &mut Vec<u8>, node: TreeNode) {
+    out.extend_from_slice(b"TREE ");
+    node.write(out);
+    out.push(b'\n');
+}
+
+/// Appends `HASHES <node> <hashes>\n`: the hashes as big-endian `u64`s in
+/// standard base64 without padding (11 characters each, 171 for an inner
+/// node's 16), or `-` for none. A leaf with more than [`MAX_LEAF_HASHES`]
+/// lines is answered with `*` instead ([`write_too_many`]).
+pub fn write_hashes(out: &mut Vec<u8>, node: TreeNode, hashes: &[u64]) {
+    out.extend_from_slice(b"HASHES ");
+    node.write(out);
+    out.push(b' ');
+    if hashes.is_empty() {
+        out.push(b'-');
+    } else {
+        let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.to_be_bytes()).collect();
+        base64_encode(&bytes, out);
+    }
+    out.push(b'\n');
+}
+
+/// Appends `HASHES <leaf> *\n`: more lines there than an answer lists.
+pub fn write_too_many(out: &mut Vec<u8>, leaf: TreeNode) {
+    out.extend_from_slice(b"HASHES ");
+    leaf.write(out);
+    out.extend_from_slice(b" *\n");
+}
+
+/// Appends `SYNC <AT line>\n`: a catch-up's position.
+pub fn write_sync(out: &mut Vec<u8>, at_line: &[u8]) {
+    out.extend_from_slice(b"SYNC ");
+    out.extend_from_slice(at_line);
+    out.push(b'\n');
+}
+
+/// Appends `SYNCED <positions>\n`.
+pub fn write_synced(out: &mut Vec<u8>, positions: u64) {
+    out.extend_from_slice(format!("SYNCED {positions}\n").as_bytes());
+}
+
+/// A decimal count: digits only, no more than 19 of them.
+fn parse_count(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+fn parse_hashes(node: TreeNode, text: &[u8]) -> Option<Hashes> {
+    match (text, node.is_leaf()) {
+        (b"*", true) => return Some(Hashes::TooMany),
+        (b"-", true) => return Some(Hashes::List(Vec::new())),
+        _ => {}
+    }
+    let bytes = base64_decode(text)?;
+    if bytes.len() % 8 != 0 {
+        return None;
+    }
+    let hashes: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|c| c.iter().fold(0, |h, &b| h << 8 | u64::from(b)))
+        .collect();
+    let fits = if node.is_leaf() {
+        (1..=MAX_LEAF_HASHES).contains(&hashes.len())
+    } else {
+        hashes.len() == TREE_FANOUT as usize
+    };
+    fits.then_some(Hashes::List(hashes))
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64, no padding.
+fn base64_encode(bytes: &[u8], out: &mut Vec<u8>) {
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(BASE64[(n >> (18 - 6 * i) & 63) as usize]);
+        }
+    }
+}
+
+/// The inverse of [`base64_encode`]; `None` for anything it would not write
+/// (a bad character, a bad length, stray bits in the last character).
+fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            let v = BASE64.iter().position(|&b| b == c)? as u32;
+            n |= v << (18 - 6 * i);
+        }
+        let bytes = chunk.len() - 1;
+        if n & ((1 << (24 - 8 * bytes)) - 1) != 0 {
+            return None;
+        }
+        out.extend((0..bytes).map(|i| (n >> (16 - 8 * i)) as u8));
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +467,138 @@ mod tests {
         assert_eq!(parse_peer_message(b"PING"), PeerMessage::Ping);
         assert_eq!(parse_peer_message(b"PONG x"), PeerMessage::Invalid);
         assert_eq!(parse_peer_message(b" \t"), PeerMessage::Blank);
+    }
+
+    #[test]
+    fn tree_nodes_are_written_one_hex_digit_a_level() {
+        for (text, depth, index) in [
+            (&b"/"[..], 0, 0),
+            (b"/3", 1, 3),
+            (b"/3a", 2, 0x3a),
+            (b"/3a7f", 4, 0x3a7f),
+        ] {
+            let node = TreeNode::parse(text).unwrap();
+            assert_eq!((node.depth(), node.index()), (depth, index));
+            let mut out = Vec::new();
+            node.write(&mut out);
+            assert_eq!(out, text);
+        }
+        assert_eq!(TreeNode::parse(b"/3A7F"), TreeNode::parse(b"/3a7f"));
+        for bad in [&b""[..], b"3a", b"/3a7f0", b"/g", b"//"] {
+            assert_eq!(TreeNode::parse(bad), None, "{bad:?}");
+        }
+        let node = TreeNode::parse(b"/3a").unwrap();
+        assert_eq!(node.leaves(), 0x3a00..0x3b00);
+        assert_eq!(node.child(15), TreeNode::parse(b"/3af"));
+        assert_eq!(TreeNode::leaf(7).child(0), None);
+        assert_eq!(TreeNode::ROOT.id(), 0);
+        assert_eq!(TreeNode::parse(b"/0").unwrap().id(), 1);
+        assert_eq!(TreeNode::leaf(TREE_LEAVES - 1).id(), TREE_NODES - 1);
+        assert_eq!(TreeNode::new(1, 16), None);
+    }
+
+    #[test]
+    fn catch_up_messages_round_trip() {
+        let mut out = Vec::new();
+        write_tree(&mut out, TreeNode::parse(b"/3a").unwrap());
+        assert_eq!(out, b"TREE /3a\n");
+        assert_eq!(
+            parse_peer_message(b"TREE /3a"),
+            PeerMessage::Tree {
+                node: TreeNode::parse(b"/3a").unwrap()
+            }
+        );
+
+        let inner: Vec<u64> = (0..16u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        let node = TreeNode::parse(b"/3").unwrap();
+        let mut out = Vec::new();
+        write_hashes(&mut out, node, &inner);
+        assert_eq!(out.len(), "HASHES /3 ".len() + 171 + 1);
+        assert_eq!(
+            parse_peer_message(&out[..out.len() - 1]),
+            PeerMessage::Hashes {
+                node,
+                hashes: Hashes::List(inner.clone())
+            }
+        );
+        // An inner node has exactly 16 children; a leaf lists 1 to 1024
+        // hashes, `-` or `*`.
+        let mut short = Vec::new();
+        write_hashes(&mut short, node, &inner[..15]);
+        assert_eq!(
+            parse_peer_message(&short[..short.len() - 1]),
+            PeerMessage::Invalid
+        );
+        let leaf = TreeNode::leaf(0x3a7f);
+        for hashes in [vec![], vec![u64::MAX], inner[..3].to_vec()] {
+            let mut out = Vec::new();
+            write_hashes(&mut out, leaf, &hashes);
+            assert_eq!(
+                parse_peer_message(&out[..out.len() - 1]),
+                PeerMessage::Hashes {
+                    node: leaf,
+                    hashes: Hashes::List(hashes)
+                }
+            );
+        }
+        let mut out = Vec::new();
+        write_too_many(&mut out, leaf);
+        assert_eq!(out, b"HASHES /3a7f *\n");
+        assert_eq!(
+            parse_peer_message(b"HASHES /3a7f *"),
+            PeerMessage::Hashes {
+                node: leaf,
+                hashes: Hashes::TooMany
+            }
+        );
+        for bad in [
+            &b"HASHES /3 *"[..],
+            b"HASHES /3 -",
+            b"HASHES /3a7f",
+            b"HASHES /3a7f AAAAAAAAAAB",
+            b"HASHES /3a7f AAAAAAAAAA",
+            b"HASHES /3a7f AAAAAAAAAA!",
+            b"TREE",
+            b"TREE /12345",
+            b"SYNCED",
+            b"SYNCED -1",
+            b"SYNCED 12345678901234567890",
+            b"SYNC",
+            b"SYNC AT Riley",
+        ] {
+            assert_eq!(parse_peer_message(bad), PeerMessage::Invalid, "{bad:?}");
+        }
+
+        let at = b"AT Riley +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503";
+        let mut out = Vec::new();
+        write_sync(&mut out, at);
+        let PeerMessage::Sync(u) = parse_peer_message(&out[..out.len() - 1]) else {
+            panic!("not a SYNC");
+        };
+        assert_eq!((&u.client[..], &u.at_line[..]), (&b"kiwi"[..], &at[..]));
+        let mut out = Vec::new();
+        write_synced(&mut out, 250);
+        assert_eq!(
+            parse_peer_message(&out[..out.len() - 1]),
+            PeerMessage::Synced { positions: 250 }
+        );
+    }
+
+    #[test]
+    fn base64_round_trips_every_length() {
+        for n in 0..40usize {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 37 + n) as u8).collect();
+            let mut text = Vec::new();
+            base64_encode(&bytes, &mut text);
+            assert_eq!(text.len(), (n * 4).div_ceil(3));
+            assert_eq!(base64_decode(&text), Some(bytes));
+        }
+        assert_eq!(base64_decode(b"TWFu"), Some(b"Man".to_vec()));
+        assert_eq!(base64_decode(b"TWE"), Some(b"Ma".to_vec()));
+        assert_eq!(base64_decode(b"TWF"), None);
+        assert_eq!(base64_decode(b"T"), None);
     }
 
     #[test]

@@ -584,11 +584,17 @@ impl Store {
 
     /// Visits the lines of `walk` from where it stands, a leaf at a time,
     /// until `visit` returns false (it has had enough for now) or
-    /// `max_leaves` leaves have been finished. Lines added or changed after a
-    /// walk passed them are not visited; a line that stays in the store from
-    /// start to end of a walk is visited at least once (a leaf may be
-    /// visited again from its start if the entry to resume at has gone).
-    pub fn walk(&self, walk: &mut Walk, max_leaves: u32, mut visit: impl FnMut(&[u8]) -> bool) {
+    /// `max_leaves` leaves have been finished; returns how many were. Lines
+    /// added or changed after a walk passed them are not visited; a line that
+    /// stays in the store from start to end of a walk is visited at least
+    /// once (a leaf may be visited again from its start if the entry to
+    /// resume at has gone).
+    pub fn walk(
+        &self,
+        walk: &mut Walk,
+        max_leaves: u32,
+        mut visit: impl FnMut(&[u8]) -> bool,
+    ) -> u32 {
         let mut finished = 0;
         while walk.leaf < walk.end && finished < max_leaves {
             let mut e = match walk.resume.take() {
@@ -600,16 +606,18 @@ impl Store {
                 if !visit(self.line(e)) {
                     if next == NONE {
                         walk.leaf += 1;
+                        finished += 1;
                     } else {
                         walk.resume = Some(next);
                     }
-                    return;
+                    return finished;
                 }
                 e = next;
             }
             walk.leaf += 1;
             finished += 1;
         }
+        finished
     }
 
     /// Where the store's memory goes.
@@ -650,4 +658,4 @@ impl Memory {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
