@@ -133,26 +133,81 @@ impl Herd {
         }
     }
 
-    /// Rewrites the state file with just the live positions, now and then.
+    /// The state file's upkeep, from the heartbeat: one step of a
+    /// compaction, begun when the file has grown to many more records than
+    /// positions. (A loop that calls [`Herd::state_step`] every turn while it
+    /// returns true gets it done faster, in smaller steps.)
     pub fn compact_state(&mut self) {
+        self.state_step(COMPACT_STEP_FROM_HEARTBEAT);
+    }
+
+    /// One bounded step of the state file's work: reading its records into
+    /// the store while a load ([`state::StateFile::open_for_loading`]) runs,
+    /// else a slice of a compaction, begun when the file has grown. About
+    /// `budget` bytes of file each call. True while there is more to do:
+    /// call again next turn.
+    pub fn state_step(&mut self, budget: usize) -> bool {
         let Some(state) = self.state.as_mut() else {
-            return;
+            return false;
         };
-        if !state.wants_compaction(self.store.len()) {
-            return;
+        if state.is_loading() {
+            return match state.load_step(&mut self.store, budget) {
+                Ok(false) => true,
+                Ok(true) => {
+                    let l = state.load_stats();
+                    self.log.event(format_args!(
+                        "state file {}: loaded {} good records, {} positions, {} damaged records skipped, {} torn bytes cut",
+                        state.path().display(),
+                        l.records,
+                        self.store.len(),
+                        l.skipped,
+                        l.torn_bytes
+                    ));
+                    false
+                }
+                Err(e) => {
+                    self.log.event(format_args!(
+                        "state file: reading failed: {e}; load stopped"
+                    ));
+                    state.stop_loading();
+                    false
+                }
+            };
         }
-        let result = state.compact(self.store.positions().map(|p| p.at_line.0));
-        match result {
-            Ok(()) => self.log.event(format_args!(
-                "state file: compacted to {} positions",
-                self.store.len()
-            )),
-            Err(e) => self
-                .log
-                .event(format_args!("state file: compaction failed: {e}")),
+        if state.wants_compaction(self.store.len()) {
+            match state.begin_compaction() {
+                Ok(()) => self.log.event(format_args!(
+                    "state file: compacting {} positions",
+                    self.store.len()
+                )),
+                Err(e) => {
+                    self.log
+                        .event(format_args!("state file: compaction failed: {e}"));
+                    return false;
+                }
+            }
+        }
+        match state.compact_step(&self.store, budget) {
+            Ok(state::Compacting::Idle) => false,
+            Ok(state::Compacting::Copying | state::Compacting::Syncing) => true,
+            Ok(state::Compacting::Done { records }) => {
+                self.log.event(format_args!(
+                    "state file: compacted to {records} records ({} positions)",
+                    self.store.len()
+                ));
+                false
+            }
+            Err(e) => {
+                self.log
+                    .event(format_args!("state file: compaction failed: {e}"));
+                false
+            }
         }
     }
 }
+
+/// What one heartbeat's compaction step writes: 1 MiB, a millisecond or so.
+const COMPACT_STEP_FROM_HEARTBEAT: usize = 1 << 20;
 
 fn invalid(line: &[u8]) -> ClientAction {
     let mut reply = Vec::with_capacity(line.len() + 3);

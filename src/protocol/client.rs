@@ -143,6 +143,31 @@ fn within(d: &Decimal, max: u64) -> bool {
 /// Validates an ISO 6709 location, `[+-]D+(.D+)?[+-]D+(.D+)?`, latitude in
 /// [-90, 90] and longitude in [-180, 180], and returns its coordinates.
 pub fn parse_location(text: &[u8]) -> Option<Coordinates> {
+    let lon_at = check_location(text)?;
+    let (lat_sign, lon_sign) = (text[0], text[lon_at]);
+    let text_of = |sign: u8, digits: &[u8]| {
+        let mut s = String::with_capacity(digits.len() + 1);
+        if sign == b'-' {
+            s.push('-');
+        }
+        // Validated above: only ASCII digits and one dot.
+        s.extend(digits.iter().map(|&b| char::from(b)));
+        s
+    };
+    Some(Coordinates {
+        lat: text_of(lat_sign, &text[1..lon_at]),
+        lon: text_of(lon_sign, &text[lon_at + 1..]),
+    })
+}
+
+/// True for a valid ISO 6709 location (as [`parse_location`] checks it),
+/// without building its coordinates.
+pub fn is_location(text: &[u8]) -> bool {
+    check_location(text).is_some()
+}
+
+/// Checks a location; returns where the longitude's sign is.
+fn check_location(text: &[u8]) -> Option<usize> {
     let (lat_sign, rest) = text.split_first()?;
     if !matches!(lat_sign, b'+' | b'-') {
         return None;
@@ -154,22 +179,7 @@ pub fn parse_location(text: &[u8]) -> Option<Coordinates> {
         return None;
     }
     let (lon, rest) = take_decimal(rest)?;
-    if !rest.is_empty() || !within(&lat, 90) || !within(&lon, 180) {
-        return None;
-    }
-    let text_of = |sign: u8, digits: &[u8]| {
-        let mut s = String::with_capacity(digits.len() + 1);
-        if sign == b'-' {
-            s.push('-');
-        }
-        // Validated above: only ASCII digits and one dot.
-        s.extend(digits.iter().map(|&b| char::from(b)));
-        s
-    };
-    Some(Coordinates {
-        lat: text_of(*lat_sign, &text[1..lon_at]),
-        lon: text_of(*lon_sign, &text[lon_at + 1..]),
-    })
+    (rest.is_empty() && within(&lat, 90) && within(&lon, 180)).then_some(lon_at)
 }
 
 /// Parses POSIX seconds with an optional fraction of 1 to 9 digits into

@@ -191,6 +191,27 @@ pub fn parse_update(line: &[u8]) -> Option<Update> {
     })
 }
 
+/// Checks an AT line in the canonical form [`parse_update`] gives (single
+/// spaces, nothing else) without copying it: its client ID and client time.
+/// For lines read back from the state file, a million at a start.
+pub fn parse_canonical_update(line: &[u8]) -> Option<(&[u8], i128)> {
+    let mut fields = line.split(|&b| b == b' ');
+    let mut next = || {
+        fields
+            .next()
+            .filter(|f| !f.is_empty() && !f.iter().any(|&b| super::is_space(b)))
+    };
+    let (at, server, diff, client, location, time) =
+        (next()?, next()?, next()?, next()?, next()?, next()?);
+    if next().is_some() || at != b"AT" || !is_server_name(server) || !is_diff(diff) {
+        return None;
+    }
+    if !super::client::is_location(location) {
+        return None;
+    }
+    Some((client, parse_time(time)?))
+}
+
 /// `[+-]D+.DDDDDDDDD`, as `format_diff` writes it.
 fn is_diff(s: &[u8]) -> bool {
     let Some((sign, rest)) = s.split_first() else {
@@ -607,6 +628,12 @@ mod tests {
         let PeerMessage::Update(u) = parse_peer_message(line) else {
             panic!("not an update");
         };
+        // Only the canonical form passes the quick check, and it agrees.
+        assert_eq!(parse_canonical_update(line), None);
+        assert_eq!(
+            parse_canonical_update(&u.at_line),
+            Some((&b"kiwi"[..], u.time_ns))
+        );
         assert_eq!(u.client, b"kiwi");
         assert_eq!(u.time_ns, 1_621_464_827_959_498_503);
         assert_eq!(
@@ -622,6 +649,15 @@ mod tests {
             b"AT Riley +0.263873386 kiwi +34-118",
         ] {
             assert_eq!(parse_peer_message(bad), PeerMessage::Invalid, "{bad:?}");
+            assert_eq!(parse_canonical_update(bad), None, "{bad:?}");
+        }
+        for bad in [
+            &b"AT Riley +0.263873386 kiwi +34.068930-118.445127 1 x"[..],
+            b"AT Riley +0.263873386 kiwi\x0b +34.068930-118.445127 1",
+            b"AT Riley +0.263873386  kiwi +34.068930-118.445127 1",
+            b"at Riley +0.263873386 kiwi +34.068930-118.445127 1",
+        ] {
+            assert_eq!(parse_canonical_update(bad), None, "{bad:?}");
         }
     }
 }

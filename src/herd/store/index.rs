@@ -102,6 +102,15 @@ impl Index {
         }
     }
 
+    /// Reads the slot a lookup of `h` starts at (for [`crate::herd::store::Store::warm`]).
+    pub fn peek(&self, h: u64) -> u64 {
+        let s = &self.shards[Self::shard(h)];
+        if s.slots.is_empty() {
+            return 0;
+        }
+        s.slots[start(mixed(h, self.seed), s.slots.len())]
+    }
+
     /// Adds entry `e` (not yet in the index) whose client hashes to `h`.
     pub fn insert(&mut self, h: u64, e: u32) {
         let m = mixed(h, self.seed);

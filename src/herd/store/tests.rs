@@ -335,3 +335,36 @@ fn a_walk_resumes_safely_when_its_entry_was_evicted() {
         }
     }
 }
+
+#[test]
+fn a_walk_over_entries_sees_every_line_that_stays() {
+    let mut s = Store::bounded(3000);
+    for i in 0..3000u64 {
+        apply(&mut s, &at("A", &format!("c{i}"), i, 0));
+    }
+    let mut seen = BTreeSet::new();
+    let mut cursor = 0;
+    let mut rng = Rng(5);
+    let mut fresh = 0;
+    loop {
+        let mut n = 0;
+        let done = s.walk_entries(&mut cursor, 500, |l| {
+            seen.insert(l.to_vec());
+            n += 1;
+            n < 7
+        });
+        // Changes between slices: a newer line, and a new client evicting.
+        let i = rng.below(3000);
+        apply(&mut s, &at("B", &format!("c{i}"), 5000 + i, 0));
+        fresh += 1;
+        apply(&mut s, &at("C", &format!("new{fresh}"), 9000 + fresh, 0));
+        if done {
+            break;
+        }
+    }
+    for p in s.positions() {
+        if p.at_line.starts_with(b"AT A ") {
+            assert!(seen.contains(&*p.at_line));
+        }
+    }
+}
