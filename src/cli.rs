@@ -13,7 +13,9 @@
 //! - `PORT` is not checked against the other addresses of the herd: running a
 //!   server on another's port (when that one is down) is a legitimate test.
 //! - `--idle-timeout` takes 1..=31536000 seconds (one year), so adding it to
-//!   an `Instant` can never overflow; `--max-clients` takes 1..=1000000.
+//!   an `Instant` can never overflow; `--max-clients` takes 1..=1000000;
+//!   `--max-positions` takes 1..=1000000000 (the store numbers its entries
+//!   in 32 bits, and a billion positions is already 100 GB).
 //! - `--places-url` must start with `https://` or `http://`; `--places-ca` is
 //!   not opened here: the Places client reads it at start-up.
 //! - An option given twice is an error (getopts' rule).
@@ -36,6 +38,9 @@ pub const MAX_IDLE_TIMEOUT_SECS: u64 = 365 * 24 * 60 * 60;
 
 /// The largest `--max-clients`.
 pub const MAX_MAX_CLIENTS: usize = 1_000_000;
+
+/// The largest `--max-positions`.
+pub const MAX_MAX_POSITIONS: usize = 1_000_000_000;
 
 /// Which Places API the endpoint speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +76,9 @@ pub struct ServerOptions {
     pub idle_timeout_secs: Option<u64>,
     /// Where positions are kept across restarts (`--state`).
     pub state_path: Option<PathBuf>,
+    /// Keep only this many positions, the newest by the store's order
+    /// (`--max-positions`); every server of a herd should be given the same.
+    pub max_positions: Option<usize>,
     /// The file holding the herd's shared secret (`--herd-secret-file`).
     pub herd_secret_file: Option<PathBuf>,
 }
@@ -148,6 +156,12 @@ fn options() -> Options {
         "state",
         "keep positions in FILE across restarts (appended, compacted now and then)",
         "FILE",
+    );
+    opts.optopt(
+        "",
+        "max-positions",
+        "keep only the N newest positions (give every server the same N)",
+        "N",
     );
     opts.optopt(
         "",
@@ -250,6 +264,10 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         .transpose()?;
 
     let state_path = non_empty("--state", matches.opt_str("state"))?.map(PathBuf::from);
+    let max_positions = matches
+        .opt_str("max-positions")
+        .map(|n| parse_number("--max-positions", &n, 1, MAX_MAX_POSITIONS))
+        .transpose()?;
     let herd_secret_file =
         non_empty("--herd-secret-file", matches.opt_str("herd-secret-file"))?.map(PathBuf::from);
 
@@ -292,6 +310,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         max_clients,
         idle_timeout_secs,
         state_path,
+        max_positions,
         herd_secret_file,
     })))
 }
@@ -550,6 +569,14 @@ mod tests {
                 "--idle-timeout: expected a whole number",
             );
         }
+        for bad in ["0", "x", "1000000001"] {
+            fails(&["--max-positions", bad, "Riley"], "--max-positions");
+        }
+        assert_eq!(
+            run(&["--max-positions", "200000", "Riley"]).max_positions,
+            Some(200_000)
+        );
+        assert_eq!(run(&["Riley"]).max_positions, None);
         fails(&["--max-clients", "1000001", "Riley"], "--max-clients");
         fails(&["--idle-timeout", "31536001", "Riley"], "--idle-timeout");
         assert_eq!(run(&["--max-clients", "1", "Riley"]).max_clients, Some(1));

@@ -4,7 +4,8 @@
 //! the neighbours and the log. Its handlers are sans-IO: they take a parsed line
 //! and return what should happen ([`ClientAction`]); the event loop
 //! ([`crate::event_loop`]) does the writing, flooding and Places requests.
-//! The herd file lives in [`config`].
+//! The herd file lives in [`config`]; the catch-up's reconciliation in
+//! [`sync`]; the state file in [`state`].
 
 pub mod auth;
 pub mod config;
@@ -118,6 +119,20 @@ impl Herd {
 }
 
 impl Herd {
+    /// A position from a neighbour's catch-up (`SYNC`): stored and recorded
+    /// like an update, true if it is new here, but not logged line by line:
+    /// the catch-up logs one summary ([`sync::Incoming`]). What is new here
+    /// need not be flooded on: see `docs/protocol.md`, "The catch-up".
+    pub fn catch_up_update(&mut self, update: &Update) -> bool {
+        let new = self
+            .store
+            .update(&update.client, update.time_ns, &update.at_line);
+        if new {
+            self.persist(&update.at_line);
+        }
+        new
+    }
+
     fn persist(&mut self, at_line: &[u8]) {
         if let Some(state) = self.state.as_mut() {
             state.record(at_line);
@@ -261,6 +276,18 @@ mod tests {
             ("34.068930", "-118.445127")
         );
         assert_eq!((q.radius_m.as_str(), q.bound), ("10000", 5));
+    }
+
+    #[test]
+    fn a_catch_up_position_is_stored_once() {
+        let mut h = herd();
+        let u = crate::protocol::peer::parse_update(
+            b"AT Jaquez +0.000120000 kiwi +34.068930-118.445127 1621464827.959498503",
+        )
+        .unwrap();
+        assert!(h.catch_up_update(&u));
+        assert!(!h.catch_up_update(&u));
+        assert_eq!(&*h.store.get(b"kiwi").unwrap().at_line, &u.at_line[..]);
     }
 
     #[test]

@@ -555,6 +555,7 @@ fn measure_reconciliation() {
             ab.received.positions,
             ab.received.new,
         );
+        println!("    sender: {}\n    receiver: {}", ab.sent, ab.received);
     }
     let mut a = filled(200_000);
     let mut b = Store::default();
