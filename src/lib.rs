@@ -9,7 +9,7 @@
 //! - [`transport`]: buffered, non-blocking TCP transports and the line splitter.
 //! - [`protocol`]: client lines and peer messages, parsed and formatted as pure functions.
 //! - [`herd`]: the herd file, the location store, the peer links' state machines,
-//!   peer authentication and the state file.
+//!   the catch-up's reconciliation, peer authentication and the state file.
 //! - [`places`]: the Places client: HTTP/1.1 over TLS, and the Google-style JSON printer.
 //! - [`offline`]: the offline Places service (`places-offline`).
 //! - [`log`]: the buffered event log.
