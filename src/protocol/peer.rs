@@ -179,7 +179,7 @@ fn trim(s: &[u8]) -> &[u8] {
 /// Validates an AT line from a peer; a peer is trusted no more than a client.
 pub fn parse_update(line: &[u8]) -> Option<Update> {
     let [at, server, diff, client, location, time] = split_exact::<6>(line)?;
-    if !is_server_name(server) || !is_diff(diff) {
+    if at != b"AT" || !is_server_name(server) || !is_diff(diff) {
         return None;
     }
     parse_location(location)?;
@@ -588,6 +588,8 @@ mod tests {
             b"SYNCED 12345678901234567890",
             b"SYNC",
             b"SYNC AT Riley",
+            // Found by the fuzzer: SYNC must carry an AT line.
+            b"SYNC A?T Riley +0.263873386 kiwi +34.068930-118.445127 116285628503",
         ] {
             assert_eq!(parse_peer_message(bad), PeerMessage::Invalid, "{bad:?}");
         }

@@ -45,6 +45,24 @@ fn apply(s: &mut Store, u: &(Vec<u8>, i128, Vec<u8>)) -> bool {
 const S: i128 = 1_000_000_000;
 
 #[test]
+fn hash64_is_pinned() {
+    // Part of the peer protocol: servers of different versions must agree.
+    for (bytes, want) in [
+        (&b""[..], 0x5ab7_f56e_7b12_884d_u64),
+        (b"kiwi", 0xad6d_aa6c_e8ad_f535),
+        (b"client-000123", 0x130c_f141_f983_ba58),
+        (
+            b"AT Riley +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503",
+            0x36b8_e383_f282_472b,
+        ),
+    ] {
+        assert_eq!(hash64(bytes), want, "{:?}", String::from_utf8_lossy(bytes));
+    }
+    // The leaf is the client hash's top 16 bits.
+    assert_eq!(leaf_of(0xad6d_aa6c_e8ad_f535), 0xad6d);
+}
+
+#[test]
 fn newest_client_time_wins() {
     let mut s = Store::default();
     assert!(s.update(b"kiwi", 10 * S, b"AT A +0.000000001 kiwi +1+1 10"));
