@@ -16,10 +16,10 @@
 //! How it is laid out, for about 105 bytes per position (121 with a bound) at a million (the
 //! figures are in `docs/protocol.md`):
 //!
-//! - the AT lines in an [`arena`] of 1 MiB chunks, 4-byte granular;
+//! - the AT lines in an arena (`arena.rs`) of 1 MiB chunks, 4-byte granular;
 //! - an entry per position (12 bytes): where its line is and the next entry
 //!   in its leaf (the client time is read from the line);
-//! - the [`index`] from client ID to entry, which reads the client ID inside
+//! - the index (`index.rs`) from client ID to entry, which reads the client ID inside
 //!   the stored line rather than keeping a copy;
 //! - the reconciliation tree ([`crate::protocol::peer::TreeNode`]): each
 //!   position falls in one of 65,536 leaves by the hash of its client ID, and
