@@ -6,6 +6,7 @@
 //!   connections and the timer queue, and is the only place that calls `poll`;
 //!   one file each for clients, peer links and the Places connections.
 //! - [`timers`]: `call_later` / `cancel`; the nearest deadline is the poll timeout.
+//! - [`conn_ref`]: how the protocols and timers name a connection of the loop's.
 //! - [`transport`]: buffered, non-blocking TCP transports and the line splitter.
 //! - [`protocol`]: client lines and peer messages, parsed and formatted as pure functions.
 //! - [`herd`]: the herd file, the location store, the peer links' state machines,
@@ -19,6 +20,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod conn_ref;
 pub mod event_loop;
 pub mod herd;
 pub mod log;

@@ -33,10 +33,10 @@ use super::http::{
 use super::new_api::render_reply;
 use super::resolver::{Lookup, Resolver};
 use super::tls::{self, TlsTransport};
-use crate::event_loop::{ConnRef, TimerEvent};
-use crate::herd::PlacesQuery;
+use super::PlacesQuery;
+use crate::conn_ref::ConnRef;
 use crate::log::Log;
-use crate::timers::{TimerId, Timers};
+use crate::timers::{Schedule, TimerId};
 
 /// At most this many connections to Places at once; more requests queue.
 pub const MAX_CONNS: usize = 32;
@@ -61,7 +61,7 @@ pub struct PlacesSettings {
     pub ca_file: Option<PathBuf>,
 }
 
-/// Places timers (payloads of [`TimerEvent::Places`]).
+/// Places timers (the loop wraps them in its own timer event).
 #[derive(Debug)]
 pub enum PlacesEvent {
     /// A request has taken [`REQUEST_TIMEOUT`].
@@ -347,18 +347,14 @@ impl PlacesClient {
         query: PlacesQuery,
         now: Instant,
         log: &mut Log,
-        timers: &mut Timers<TimerEvent>,
+        timers: &mut dyn Schedule<PlacesEvent>,
     ) -> Vec<PlacesAction> {
         let q = near(&query);
         log.event(format_args!(
             "places#{request} request {} for client#{client_id}",
             describe_request(self.api, &self.endpoint, &q)
         ));
-        let timer = timers.call_later(
-            now,
-            REQUEST_TIMEOUT,
-            TimerEvent::Places(PlacesEvent::RequestTimeout { request }),
-        );
+        let timer = timers.call_later(REQUEST_TIMEOUT, PlacesEvent::RequestTimeout { request });
         self.requests.insert(
             request,
             Request {
@@ -452,7 +448,7 @@ impl PlacesClient {
         result: Result<(ConnRef, u64), String>,
         now: Instant,
         log: &mut Log,
-        timers: &mut Timers<TimerEvent>,
+        timers: &mut dyn Schedule<PlacesEvent>,
     ) -> Vec<PlacesAction> {
         match result {
             Ok((conn, conn_id)) => {
@@ -463,11 +459,7 @@ impl PlacesClient {
                     r.conn = Some(conn);
                 }
                 self.opening.push(conn);
-                timers.call_later(
-                    now,
-                    OPEN_TIMEOUT,
-                    TimerEvent::Places(PlacesEvent::OpenTimeout { conn }),
-                );
+                timers.call_later(OPEN_TIMEOUT, PlacesEvent::OpenTimeout { conn });
                 Vec::new()
             }
             Err(why) => {
@@ -487,7 +479,7 @@ impl PlacesClient {
         event: ConnEvent,
         now: Instant,
         log: &mut Log,
-        timers: &mut Timers<TimerEvent>,
+        timers: &mut dyn Schedule<PlacesEvent>,
     ) -> Vec<PlacesAction> {
         match event {
             ConnEvent::Nothing => Vec::new(),
@@ -553,7 +545,7 @@ impl PlacesClient {
         conn: ConnRef,
         conn_id: u64,
         now: Instant,
-        timers: &mut Timers<TimerEvent>,
+        timers: &mut dyn Schedule<PlacesEvent>,
     ) -> Vec<PlacesAction> {
         if self.idle.len() >= MAX_IDLE {
             return vec![PlacesAction::Close {
@@ -566,11 +558,7 @@ impl PlacesClient {
             id: conn_id,
             since: now,
         });
-        timers.call_later(
-            now,
-            IDLE_FOR,
-            TimerEvent::Places(PlacesEvent::IdleTimeout { conn, since: now }),
-        );
+        timers.call_later(IDLE_FOR, PlacesEvent::IdleTimeout { conn, since: now });
         Vec::new()
     }
 
@@ -665,7 +653,7 @@ impl PlacesClient {
     /// The client that asked went away: nobody wants its answers. Queued
     /// requests are dropped; one in flight finishes, so its connection can
     /// be reused, and its answer is thrown away.
-    pub fn client_gone(&mut self, client: ConnRef, timers: &mut Timers<TimerEvent>) {
+    pub fn client_gone(&mut self, client: ConnRef, timers: &mut dyn Schedule<PlacesEvent>) {
         let mut dropped = Vec::new();
         for (id, r) in self.requests.iter_mut() {
             if r.client == Some(client) {

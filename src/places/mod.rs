@@ -19,6 +19,17 @@ pub mod tls;
 
 pub use client::{PlacesAction, PlacesClient, PlacesConn, PlacesEvent, PlacesSettings};
 
+use crate::protocol::client::Coordinates;
+
+/// A WHATSAT that needs Places: the stored AT line and what to ask.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct PlacesQuery {
+    pub at_line: Vec<u8>,
+    pub coords: Coordinates,
+    pub radius_m: String,
+    pub bound: u8,
+}
+
 /// xorshift64*: deterministic noise for the tests, without a crate.
 #[cfg(test)]
 pub(crate) struct TestRng(pub u64);
