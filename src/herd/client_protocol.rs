@@ -294,3 +294,175 @@ fn line_received(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::herd::testing::{World, ME};
+    use crate::herd::Limits;
+
+    const IAMAT: &[u8] = b"IAMAT kiwi +34.068930-118.445127 1621464827.959498503\n";
+
+    fn client(world: &mut World) -> ClientProtocol {
+        world.with(ME, |ctx| ClientProtocol::connection_made(1, &"peer", ctx))
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    fn places_requests(actions: &[Action]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::FetchPlaces { request, .. } => Some(*request),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closes(actions: &[Action]) -> Vec<CloseReason> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Close { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replies_keep_request_order_behind_a_whatsat_waiting_for_places() {
+        let mut w = World::new("Riley", &[], Limits::default());
+        let mut c = client(&mut w);
+        let mut out = Vec::new();
+        let mut input = IAMAT.to_vec();
+        input.extend_from_slice(b"WHATSAT kiwi 10 5\nbogus\n");
+        w.with(ME, |ctx| c.data_received(ctx, &input, &mut out));
+        // The IAMAT's reply is out at once; the `? bogus` waits behind the WHATSAT.
+        assert!(text(&out).starts_with("AT Riley "), "{}", text(&out));
+        assert_eq!(text(&out).lines().count(), 1);
+        let actions = w.take_actions();
+        assert!(matches!(&actions[0], Action::Flood { from: None, .. }));
+        let requests = places_requests(&actions);
+        assert_eq!(requests.len(), 1);
+        w.with(ME, |ctx| {
+            c.answer_received(ctx, requests[0], b"AT x\n{}\n\n".to_vec(), &mut out)
+        });
+        assert!(
+            text(&out).ends_with("AT x\n{}\n\n? bogus\n"),
+            "{}",
+            text(&out)
+        );
+    }
+
+    #[test]
+    fn at_most_64_whatsats_wait_for_places_and_the_rest_are_answered_in_order() {
+        let mut w = World::new("Riley", &[], Limits::default());
+        let mut c = client(&mut w);
+        let mut out = Vec::new();
+        let mut input = IAMAT.to_vec();
+        for _ in 0..MAX_WAITING_PLACES + 2 {
+            input.extend_from_slice(b"WHATSAT kiwi 10 5\n");
+        }
+        w.with(ME, |ctx| c.data_received(ctx, &input, &mut out));
+        let requests = places_requests(&w.take_actions());
+        assert_eq!(requests.len(), MAX_WAITING_PLACES);
+        for r in requests {
+            w.with(ME, |ctx| {
+                c.answer_received(ctx, r, b"ok\n".to_vec(), &mut out)
+            });
+        }
+        let all = text(&out);
+        assert_eq!(all.matches("ok\n").count(), MAX_WAITING_PLACES);
+        assert_eq!(all.matches("too many WHATSATs waiting").count(), 2);
+        assert!(
+            all.trim_end().ends_with('}'),
+            "the refusals come last: {all}"
+        );
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_closed_and_its_places_requests_dropped() {
+        let mut w = World::new("Riley", &[], Limits::default());
+        let mut c = client(&mut w);
+        // The socket has not taken a megabyte of earlier replies.
+        let mut out = vec![b'x'; MAX_BACKLOG];
+        let mut input = IAMAT.to_vec();
+        input.extend_from_slice(b"WHATSAT kiwi 10 5\n");
+        w.with(ME, |ctx| c.data_received(ctx, &input, &mut out));
+        let actions = w.take_actions();
+        assert_eq!(closes(&actions), vec![CloseReason::RepliesUnread]);
+        assert!(places_requests(&actions).is_empty());
+        // Nothing more is handled once the close is asked for.
+        w.with(ME, |ctx| c.data_received(ctx, IAMAT, &mut out));
+        assert!(w.take_actions().is_empty());
+    }
+
+    #[test]
+    fn a_line_over_64_kib_closes_the_connection() {
+        let mut w = World::new("Riley", &[], Limits::default());
+        let mut c = client(&mut w);
+        let mut out = Vec::new();
+        let long = vec![b'a'; MAX_LINE + 1];
+        w.with(ME, |ctx| c.data_received(ctx, &long, &mut out));
+        assert_eq!(closes(&w.take_actions()), vec![CloseReason::LineTooLong]);
+    }
+
+    #[test]
+    fn a_half_close_is_answered_then_closed_once_nothing_is_owed() {
+        let mut w = World::new("Riley", &[], Limits::default());
+        let mut c = client(&mut w);
+        let mut out = Vec::new();
+        let mut input = IAMAT.to_vec();
+        input.extend_from_slice(b"WHATSAT kiwi 10 5\nIAMAT last +1+1 1");
+        w.with(ME, |ctx| c.data_received(ctx, &input, &mut out));
+        w.with(ME, |ctx| c.eof_received(ctx, &mut out));
+        let actions = w.take_actions();
+        assert!(closes(&actions).is_empty(), "a WHATSAT is still owed");
+        let request = places_requests(&actions)[0];
+        w.with(ME, |ctx| {
+            c.answer_received(ctx, request, b"json\n".to_vec(), &mut out)
+        });
+        assert_eq!(closes(&w.take_actions()), vec![CloseReason::DoneAfterEof]);
+        // The unterminated last line was answered, after the WHATSAT.
+        assert!(text(&out).contains("json\nAT Riley "), "{}", text(&out));
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn the_idle_timeout_closes_a_quiet_client_on_the_fake_clock() {
+        let idle = Duration::from_secs(3);
+        let limits = Limits {
+            idle_timeout: Some(idle),
+            ..Limits::default()
+        };
+        let mut w = World::new("Riley", &[], limits);
+        let mut c = client(&mut w);
+        let mut out = Vec::new();
+        // Activity after 2 s pushes the deadline to 5 s.
+        assert!(w.advance(Duration::from_secs(2)).is_empty());
+        w.with(ME, |ctx| c.data_received(ctx, IAMAT, &mut out));
+        w.take_actions();
+        let due = w.advance(Duration::from_secs(1));
+        assert_eq!(due, vec![HerdEvent::ClientIdle { conn: ME }]);
+        w.with(ME, |ctx| c.idle_timer(ctx));
+        assert!(closes(&w.take_actions()).is_empty(), "not idle for 3 s yet");
+        let due = w.advance(Duration::from_secs(2));
+        assert_eq!(due, vec![HerdEvent::ClientIdle { conn: ME }]);
+        w.with(ME, |ctx| c.idle_timer(ctx));
+        assert_eq!(closes(&w.take_actions()), vec![CloseReason::IdleTooLong]);
+    }
+
+    #[test]
+    fn blank_lines_are_ignored_and_bad_lines_echoed() {
+        let mut w = World::new("Riley", &[], Limits::default());
+        let mut c = client(&mut w);
+        let mut out = Vec::new();
+        w.with(ME, |ctx| {
+            c.data_received(ctx, b" \n\t\r\nnope here\r\n", &mut out)
+        });
+        assert_eq!(text(&out), "? nope here\n");
+        assert!(w.take_actions().is_empty());
+    }
+}

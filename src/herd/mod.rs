@@ -242,6 +242,75 @@ fn invalid(line: &[u8]) -> ClientAction {
     ClientAction::Reply(reply)
 }
 
+/// A fake world for the protocols' unit tests: a herd, a timer queue on a
+/// fake clock, and the actions asked for. No sockets, no sleeps.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::{Duration, Instant};
+
+    use super::actions::{Action, Ctx, HerdEvent};
+    use super::{Herd, Limits};
+    use crate::conn_ref::ConnRef;
+    use crate::log::Log;
+    use crate::timers::{Scheduler, Timers};
+
+    pub struct World {
+        pub herd: Herd,
+        pub timers: Timers<HerdEvent>,
+        pub now: Instant,
+        pub actions: Vec<Action>,
+    }
+
+    /// The connection the tests' handlers run for.
+    pub const ME: ConnRef = ConnRef { key: 7, gen: 1 };
+
+    impl World {
+        /// Server `name` with links to `neighbours`.
+        pub fn new(name: &str, neighbours: &[&str], limits: Limits) -> World {
+            let addr = "127.0.0.1:1".parse().expect("an address");
+            let links = neighbours
+                .iter()
+                .map(|n| (n.to_string(), vec![addr]))
+                .collect();
+            World {
+                herd: Herd::new(name.to_string(), links, Log::discard(), limits),
+                timers: Timers::default(),
+                now: Instant::now(),
+                actions: Vec::new(),
+            }
+        }
+
+        /// Runs `f` with a context for connection `me` at the fake time.
+        pub fn with<R>(&mut self, me: ConnRef, f: impl FnOnce(&mut Ctx) -> R) -> R {
+            let mut scheduler = Scheduler {
+                timers: &mut self.timers,
+                now: self.now,
+                wrap: |e| e,
+            };
+            let mut ctx = Ctx {
+                herd: &mut self.herd,
+                timers: &mut scheduler,
+                now: self.now,
+                now_ns: 1_700_000_000_000_000_000,
+                me,
+                actions: &mut self.actions,
+            };
+            f(&mut ctx)
+        }
+
+        /// Moves the fake clock on and returns the timers that came due.
+        pub fn advance(&mut self, by: Duration) -> Vec<HerdEvent> {
+            self.now += by;
+            std::iter::from_fn(|| self.timers.pop_expired(self.now)).collect()
+        }
+
+        /// The actions asked for since the last call.
+        pub fn take_actions(&mut self) -> Vec<Action> {
+            std::mem::take(&mut self.actions)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

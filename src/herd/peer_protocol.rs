@@ -548,3 +548,240 @@ impl PeerInProtocol {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn_ref::ConnRef;
+    use crate::herd::auth::Secret;
+    use crate::herd::testing::{World, ME};
+    use crate::herd::Limits;
+
+    const THEM: ConnRef = ConnRef { key: 9, gen: 4 };
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    fn closes(actions: &[Action]) -> Vec<CloseReason> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Close { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Riley (dialing Jaquez) and Jaquez (accepting Riley), each with its
+    /// protocol end, connected in memory.
+    struct Pair {
+        riley: World,
+        jaquez: World,
+        out: PeerOutProtocol,
+        inn: PeerInProtocol,
+        /// Bytes Riley queued for Jaquez, and back.
+        to_jaquez: Vec<u8>,
+        to_riley: Vec<u8>,
+    }
+
+    impl Pair {
+        fn new(secret: Option<(&[u8], &[u8])>) -> Pair {
+            let mut riley = World::new("Riley", &["Jaquez"], Limits::default());
+            let mut jaquez = World::new("Jaquez", &["Riley", "Bernard"], Limits::default());
+            if let Some((a, b)) = secret {
+                riley.herd.secret = Secret::new(a).ok();
+                jaquez.herd.secret = Secret::new(b).ok();
+            }
+            riley.with(ME, |ctx| ctx.herd.dialing(0, ME, ctx.timers));
+            let mut out = PeerOutProtocol::new(1, 0, riley.now);
+            let mut to_jaquez = Vec::new();
+            riley.with(ME, |ctx| out.connection_made(ctx, &mut to_jaquez));
+            let inn = jaquez.with(THEM, |ctx| {
+                PeerInProtocol::connection_made(2, &"riley", ctx)
+            });
+            Pair {
+                riley,
+                jaquez,
+                out,
+                inn,
+                to_jaquez,
+                to_riley: Vec::new(),
+            }
+        }
+
+        /// Delivers what each side queued until neither has anything to say.
+        fn pump(&mut self) {
+            for _ in 0..10 {
+                if self.to_jaquez.is_empty() && self.to_riley.is_empty() {
+                    return;
+                }
+                let bytes = std::mem::take(&mut self.to_jaquez);
+                let (inn, back) = (&mut self.inn, &mut self.to_riley);
+                self.jaquez
+                    .with(THEM, |ctx| inn.data_received(ctx, &bytes, back));
+                let bytes = std::mem::take(&mut self.to_riley);
+                let (out, fwd) = (&mut self.out, &mut self.to_jaquez);
+                self.riley
+                    .with(ME, |ctx| out.data_received(ctx, &bytes, fwd));
+            }
+            panic!("the two ends never went quiet");
+        }
+    }
+
+    #[test]
+    fn hello_welcome_brings_the_link_up_and_the_catch_up_follows() {
+        let mut p = Pair::new(None);
+        p.riley.herd.store.update(
+            b"kiwi",
+            1,
+            b"AT Riley +0.263873386 kiwi +34.068930-118.445127 1.5",
+        );
+        assert_eq!(text(&p.to_jaquez), "HELLO Riley\n");
+        assert!(matches!(
+            p.riley.herd.links[0].state,
+            LinkState::Greeting { .. }
+        ));
+        p.pump();
+        assert_eq!(p.riley.herd.links[0].up_conn(), Some(ME));
+        assert_eq!(p.jaquez.herd.links[0].incoming, Some(THEM));
+        // The catch-up reached Jaquez, which stored it and would flood it on.
+        assert!(p.jaquez.herd.store.get(b"kiwi").is_some());
+        // (Jaquez never dialed Riley, so the HELLO also makes it dial back.)
+        let actions = p.jaquez.take_actions();
+        assert!(
+            matches!(
+                &actions[..],
+                [
+                    Action::Dial { link: 0 },
+                    Action::Flood { from: Some(0), .. }
+                ]
+            ),
+            "{actions:?}"
+        );
+        // The dial's and the greeting's timeouts were cancelled.
+        let due = p.riley.advance(LINK_TIMEOUT * 2);
+        assert!(due.is_empty(), "{due:?}");
+    }
+
+    #[test]
+    fn a_stranger_is_refused() {
+        let mut w = World::new("Jaquez", &["Riley"], Limits::default());
+        let mut inn = w.with(THEM, |ctx| PeerInProtocol::connection_made(2, &"x", ctx));
+        let mut out = Vec::new();
+        w.with(THEM, |ctx| {
+            inn.data_received(ctx, b"HELLO Mallory\n", &mut out)
+        });
+        assert_eq!(text(&out), "REFUSED not a neighbour\n");
+        let reasons = closes(&w.take_actions());
+        assert_eq!(
+            reasons,
+            vec![CloseReason::Refused(
+                "refused HELLO from Mallory: not a neighbour".into()
+            )]
+        );
+        // A client line on the peer port is refused the same way.
+        let mut inn = w.with(THEM, |ctx| PeerInProtocol::connection_made(3, &"x", ctx));
+        let mut out = Vec::new();
+        w.with(THEM, |ctx| {
+            inn.data_received(ctx, b"IAMAT a +1+1 1\n", &mut out)
+        });
+        assert_eq!(text(&out), "REFUSED HELLO expected\n");
+    }
+
+    #[test]
+    fn a_hello_from_a_neighbour_we_back_off_from_makes_us_dial_now() {
+        let mut w = World::new("Jaquez", &["Riley"], Limits::default());
+        w.with(ME, |ctx| ctx.herd.back_off(0, "test", ctx.timers));
+        let mut inn = w.with(THEM, |ctx| PeerInProtocol::connection_made(2, &"x", ctx));
+        let mut out = Vec::new();
+        w.with(THEM, |ctx| {
+            inn.data_received(ctx, b"HELLO Riley\n", &mut out)
+        });
+        assert_eq!(text(&out), "WELCOME Jaquez\n");
+        assert_eq!(w.take_actions(), vec![Action::Dial { link: 0 }]);
+        // The backoff's redial was cancelled: only the HELLO timeout is left.
+        let due = w.advance(Duration::from_secs(60));
+        assert_eq!(due, vec![HerdEvent::HelloTimeout { conn: THEM }]);
+    }
+
+    #[test]
+    fn a_neighbour_that_pings_and_never_reads_is_dropped() {
+        let mut w = World::new("Jaquez", &["Riley"], Limits::default());
+        let mut inn = w.with(THEM, |ctx| PeerInProtocol::connection_made(2, &"x", ctx));
+        let mut out = Vec::new();
+        w.with(THEM, |ctx| {
+            inn.data_received(ctx, b"HELLO Riley\n", &mut out)
+        });
+        let pings = b"PING\n".repeat(PEER_IN_BACKLOG / 5 + 10);
+        w.with(THEM, |ctx| inn.data_received(ctx, &pings, &mut out));
+        assert_eq!(closes(&w.take_actions()), vec![CloseReason::PeerBacklog]);
+        assert!(
+            out.len() <= PEER_IN_BACKLOG + 5 * 4096,
+            "the queue stayed bounded"
+        );
+    }
+
+    #[test]
+    fn silence_drops_a_link_and_the_heartbeat_pings_otherwise() {
+        let mut p = Pair::new(None);
+        p.pump();
+        p.riley.take_actions();
+        p.riley.advance(HEARTBEAT);
+        let mut out = Vec::new();
+        let (o, r) = (&mut p.out, &mut p.riley);
+        r.with(ME, |ctx| o.heartbeat(ctx, &mut out));
+        assert_eq!(text(&out), "PING\n");
+        p.riley.advance(SILENCE);
+        let (o, r) = (&mut p.out, &mut p.riley);
+        r.with(ME, |ctx| o.heartbeat(ctx, &mut out));
+        assert_eq!(
+            closes(&p.riley.take_actions()),
+            vec![CloseReason::SilentTooLong]
+        );
+        // Losing the connection backs the link off.
+        let (o, r) = (&mut p.out, &mut p.riley);
+        r.with(ME, |ctx| {
+            o.connection_lost(ctx, &CloseReason::SilentTooLong)
+        });
+        assert!(matches!(
+            p.riley.herd.links[0].state,
+            LinkState::Backoff { .. }
+        ));
+    }
+
+    #[test]
+    fn a_flood_past_the_backlog_bound_drops_the_link() {
+        let mut p = Pair::new(None);
+        p.pump();
+        p.riley.take_actions();
+        let mut stuck = vec![0u8; PEER_BACKLOG];
+        let (o, r) = (&mut p.out, &mut p.riley);
+        r.with(ME, |ctx| {
+            o.send_update(ctx, b"AT Riley +0.1 kiwi +1+1 1", &mut stuck)
+        });
+        assert!(matches!(
+            &closes(&p.riley.take_actions())[..],
+            [CloseReason::LinkFailed(_)]
+        ));
+    }
+
+    #[test]
+    fn the_herd_secret_handshake_succeeds_with_the_same_secret_only() {
+        let mut p = Pair::new(Some((b"s3cret", b"s3cret")));
+        assert!(text(&p.to_jaquez).starts_with("HELLO Riley "));
+        p.pump();
+        assert_eq!(p.riley.herd.links[0].up_conn(), Some(ME));
+        assert_eq!(p.jaquez.herd.links[0].incoming, Some(THEM));
+
+        let mut p = Pair::new(Some((b"s3cret", b"other")));
+        p.pump();
+        assert_eq!(p.riley.herd.links[0].up_conn(), None);
+        assert_eq!(p.jaquez.herd.links[0].incoming, None);
+        let refused = closes(&p.riley.take_actions());
+        assert!(
+            matches!(&refused[..], [CloseReason::LinkFailed(why)] if why.contains("failed to prove")),
+            "{refused:?}"
+        );
+    }
+}
