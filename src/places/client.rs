@@ -30,7 +30,7 @@ use super::google_json::error_json;
 use super::http::{
     build_request, describe_request, Api, Endpoint, NearbyQuery, Progress, Response, ResponseReader,
 };
-use super::new_api::render_reply;
+use super::reply::render_reply;
 use super::resolver::{Lookup, Resolver};
 use super::tls::{self, TlsTransport};
 use super::PlacesQuery;
