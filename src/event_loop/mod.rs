@@ -59,6 +59,7 @@ use crate::herd::peer_protocol::{PeerInProtocol, PeerOutProtocol, HEARTBEAT};
 use crate::herd::state::StateFile;
 use crate::herd::{Herd, Limits};
 use crate::log::Log;
+use crate::places::resolver::Resolver;
 use crate::places::{PlacesClient, PlacesConn, PlacesEvent, PlacesSettings};
 use crate::timers::{Scheduler, Timers};
 use crate::transport::{Flushed, Transport};
@@ -255,8 +256,15 @@ impl EventLoop {
             .and_then(|()| registry.register(&mut peer_listener, PEER_LISTENER, Interest::READABLE))
             .and_then(|()| registry.register(&mut signals, SIGNALS, Interest::READABLE))
             .map_err(|e| io_err("cannot register", e))?;
+        let resolver = Resolver::new(
+            &settings.places.endpoint.host,
+            settings.places.endpoint.port,
+            registry,
+            WAKER,
+        )
+        .map_err(|e| io_err("cannot start the resolver", e))?;
         let places =
-            PlacesClient::new(settings.places, registry, WAKER).map_err(StartError::Config)?;
+            PlacesClient::new(settings.places, Box::new(resolver)).map_err(StartError::Config)?;
         let mut herd = Herd::new(
             settings.name,
             settings.neighbours,

@@ -18,7 +18,7 @@ impl EventLoop {
         let Some(Conn::Places(p)) = self.conns.get_mut(conn.key).map(|s| &mut s.conn) else {
             return;
         };
-        let event = p.ready(readable);
+        let event = p.ready(readable, &mut self.herd.log);
         let now = Instant::now();
         let mut scheduler = Scheduler {
             timers: &mut self.timers,
@@ -72,8 +72,8 @@ impl EventLoop {
                 } => match self.conns.get_mut(conn.key) {
                     Some(slot) if slot.gen == conn.gen && !slot.closing => match &mut slot.conn {
                         Conn::Places(p) => {
-                            p.send(request, &bytes, reused);
-                            let event = p.ready(false);
+                            p.send(request, &bytes, reused, &mut self.herd.log);
+                            let event = p.ready(false, &mut self.herd.log);
                             let mut scheduler = Scheduler {
                                 timers: &mut self.timers,
                                 now,
