@@ -10,7 +10,8 @@
 //!    that arrived before a client's question is known when it is answered;
 //!    then the connections that still had input after their last read;
 //! 3. run the timers that are due (`call_later` callbacks);
-//! 4. free the connections closed during the turn, and flush the log.
+//! 4. flush the state file and the log, then free the connections closed
+//!    during the turn (so a close is logged before the other side sees it).
 //!
 //! **Registration model**: every socket is registered once, for both READABLE
 //! and WRITABLE, edge-triggered, and never re-registered. An edge means
@@ -373,10 +374,11 @@ impl EventLoop {
             while let Some(event) = self.timers.pop_expired(now) {
                 self.on_timer(event, now);
             }
-            // Phase 4: free what closed, write the state and the log.
-            self.reap();
+            // Phase 4: write the state and the log, then free what closed
+            // (its FIN goes out after the log line that says why).
             self.herd.flush_state();
             self.herd.log.flush();
+            self.reap();
         }
         self.shut_down();
         Ok(())
@@ -710,10 +712,11 @@ impl EventLoop {
     }
 
     /// The one close path (asyncio's `transport.close()` then the protocol's
-    /// `connection_lost`): logs why, flushes and shuts down what it can, and
-    /// tells the protocol and whatever the connection was part of (a link, a
-    /// Places request). The slot is freed in phase 4. A client that is done
-    /// but whose socket has not taken everything yet is closed once it has.
+    /// `connection_lost`): logs why, and tells the protocol and whatever the
+    /// connection was part of (a link, a Places request). Nothing more is
+    /// read from it; in phase 4 its transport gets a last flush and FIN, and
+    /// the slot is freed. A client that is done but whose socket has not
+    /// taken everything yet is closed once it has.
     fn close(&mut self, conn: ConnRef, reason: CloseReason) {
         let Some(slot) = self.conns.get_mut(conn.key) else {
             return;
@@ -733,27 +736,18 @@ impl EventLoop {
         self.to_reap.push(conn.key);
         let herd = &mut self.herd;
         match &mut slot.conn {
-            Conn::Client {
-                transport,
-                proto,
-                addr,
-            } => {
-                transport.close();
+            Conn::Client { proto, addr, .. } => {
                 self.clients -= 1;
                 herd.log
                     .event(format_args!("client#{} {addr} closed: {reason}", proto.id));
             }
-            Conn::PeerOut {
-                transport, proto, ..
-            } => {
-                transport.close();
+            Conn::PeerOut { proto, .. } => {
                 herd.log.event(format_args!(
                     "peer-out {}#{} closed: {reason}",
                     herd.links[proto.link].name, proto.id
                 ));
             }
-            Conn::PeerIn { transport, proto } => {
-                transport.close();
+            Conn::PeerIn { proto, .. } => {
                 let name = proto.link.map_or("?", |l| herd.links[l].name.as_str());
                 herd.log
                     .event(format_args!("peer-in {name}#{} closed: {reason}", proto.id));
@@ -795,7 +789,8 @@ impl EventLoop {
         }
     }
 
-    /// Phase 4: deregister and drop what closed this turn.
+    /// Phase 4: a last flush and FIN (asyncio's `transport.close()`), then
+    /// deregister and drop what closed this turn.
     fn reap(&mut self) {
         for key in std::mem::take(&mut self.to_reap) {
             if let Some(mut slot) = self.conns.try_remove(key) {
@@ -806,7 +801,10 @@ impl EventLoop {
                         registry.deregister(p.stream_mut())
                     }
                     other => match other.transport() {
-                        Some(t) => registry.deregister(t.stream_mut()),
+                        Some(t) => {
+                            t.close();
+                            registry.deregister(t.stream_mut())
+                        }
                         None => Ok(()),
                     },
                 };
