@@ -456,6 +456,40 @@ impl Herd {
     }
 }
 
+/// How many segments carrying data this socket has received, from the
+/// kernel's `TCP_INFO` (`tcpi_data_segs_in`, Linux 4.6 and later). On
+/// loopback a write smaller than the MSS (64 KiB) arrives as one segment, so
+/// this tells at the socket how many writes a reply took.
+pub fn data_segments_received(stream: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn getsockopt(fd: i32, level: i32, name: i32, value: *mut u8, len: *mut u32) -> i32;
+    }
+    const SOL_TCP: i32 = 6;
+    const TCP_INFO: i32 = 11;
+    /// The offset of `tcpi_data_segs_in` in `struct tcp_info`.
+    const DATA_SEGS_IN: usize = 152;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as u32;
+    // SAFETY: the buffer and its length are valid for the kernel to fill.
+    let rc = unsafe {
+        getsockopt(
+            stream.as_raw_fd(),
+            SOL_TCP,
+            TCP_INFO,
+            info.as_mut_ptr(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt(TCP_INFO) failed");
+    assert!(
+        len as usize >= DATA_SEGS_IN + 4,
+        "this kernel's tcp_info is too old"
+    );
+    let field = &info[DATA_SEGS_IN..DATA_SEGS_IN + 4];
+    u32::from_ne_bytes([field[0], field[1], field[2], field[3]])
+}
+
 /// A test client: raw bytes over TCP, reads with deadlines.
 pub struct Client {
     pub stream: TcpStream,
