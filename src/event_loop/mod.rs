@@ -455,9 +455,9 @@ impl EventLoop {
     }
 
     /// One read on a connection, handed to its protocol; then the floods, the
-    /// state file and the replies go out, in that order: a client that gets
-    /// its AT line and asks a neighbour finds the update there, and a kill
-    /// cannot lose what it saw acknowledged.
+    /// state file, the log and the replies go out, in that order: a client
+    /// that gets its AT line and asks a neighbour finds the update there, a
+    /// kill cannot lose what it saw acknowledged, and what it saw is logged.
     fn read_ready(&mut self, conn: ConnRef) {
         let mut buf = std::mem::take(&mut self.read_buf);
         let input = match self
@@ -505,6 +505,9 @@ impl EventLoop {
         self.apply();
         self.flush_dirty_peers();
         self.herd.flush_state();
+        // What a client is about to see is in the log first (one write per
+        // read with logging on, skipped when nothing was logged).
+        self.herd.log.flush();
     }
 
     /// Runs `f` on a live connection with the context its protocol needs.

@@ -110,6 +110,7 @@ impl EventLoop {
                         }
                     });
                     self.apply();
+                    self.herd.log.flush();
                     self.flush(client);
                     Vec::new()
                 }

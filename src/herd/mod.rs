@@ -19,7 +19,7 @@ use crate::conn_ref::ConnRef;
 use crate::log::{Log, Part};
 use crate::places::PlacesQuery;
 use crate::protocol::client::{self, parse_location, Request};
-use crate::protocol::peer::Update;
+use crate::protocol::peer::{Update, MAX_PEER_LINE};
 use crate::timers::Schedule;
 use actions::HerdEvent;
 use link::{backoff_delay, Jitter, Link, LinkState};
@@ -150,6 +150,10 @@ impl Herd {
             Request::Blank => ClientAction::Ignore,
             Request::IAmAt(req) => {
                 let at = client::format_at(&self.name, now_ns, &req);
+                if at.len() > MAX_PEER_LINE {
+                    // Its AT line could not travel to the neighbours.
+                    return invalid(line);
+                }
                 if self.store.update(req.client, req.time_ns, &at) {
                     self.persist(&at);
                     ClientAction::ReplyAndFlood(at)

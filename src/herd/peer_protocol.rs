@@ -16,8 +16,7 @@ use super::auth::Role;
 use super::link::LinkState;
 use crate::log::Escaped;
 use crate::log::Part::{self, Bytes, Num, Str};
-use crate::protocol::client::MAX_LINE;
-use crate::protocol::peer::{self, PeerMessage};
+use crate::protocol::peer::{self, PeerMessage, MAX_PEER_LINE};
 use crate::transport::{LineReader, WriteTransport};
 
 /// A dial or a greeting that takes longer than this failed.
@@ -144,7 +143,7 @@ impl PeerOutProtocol {
         self.last_heard = ctx.now;
         let mut lines = std::mem::take(&mut self.lines);
         let mut done = false;
-        let fed = lines.feed(data, MAX_LINE, |line| {
+        let fed = lines.feed(data, MAX_PEER_LINE, |line| {
             if !done {
                 done = self.line_received(ctx, line, transport);
             }
@@ -352,7 +351,7 @@ impl PeerInProtocol {
         }
         self.last_heard = ctx.now;
         let mut lines = std::mem::take(&mut self.lines);
-        let fed = lines.feed(data, MAX_LINE, |line| {
+        let fed = lines.feed(data, MAX_PEER_LINE, |line| {
             if !self.closed {
                 if let Err(reason) = self.line_received(ctx, line, transport) {
                     self.close(ctx, reason);

@@ -340,6 +340,11 @@ pub struct PlacesClient {
     conns: HashMap<ConnRef, Pooled>,
     /// Connections asked of the loop and not yet opened (`opened` says).
     dialing: usize,
+    /// The request each connection carries, so a close finds it at once.
+    carrying: HashMap<ConnRef, u64>,
+    /// Each client's requests (at most 64 wait per client), so a client
+    /// that leaves costs what it asked for, not a scan of every request.
+    by_client: HashMap<ConnRef, Vec<u64>>,
 }
 
 /// What an open connection is doing, as the client sees it.
@@ -370,6 +375,8 @@ impl PlacesClient {
             queue: VecDeque::new(),
             conns: HashMap::new(),
             dialing: 0,
+            carrying: HashMap::new(),
+            by_client: HashMap::new(),
         })
     }
 
@@ -430,6 +437,7 @@ impl PlacesClient {
             },
         );
         self.queue.push_back(request);
+        self.by_client.entry(client).or_default().push(request);
         self.dispatch(now, log)
     }
 
@@ -437,6 +445,12 @@ impl PlacesClient {
     fn dispatch(&mut self, now: Instant, log: &mut Log) -> Vec<PlacesAction> {
         let mut actions = Vec::new();
         while let Some(&request) = self.queue.front() {
+            // Requests that failed or were dropped while queued leave the
+            // queue here, not by a search when they go.
+            if !self.requests.contains_key(&request) {
+                self.queue.pop_front();
+                continue;
+            }
             if let Some((conn, id)) = self.take_idle() {
                 self.queue.pop_front();
                 log.event(format_args!("places conn#{id} reused for places#{request}"));
@@ -479,6 +493,7 @@ impl PlacesClient {
             return Vec::new();
         };
         r.conn = Some(conn);
+        self.carrying.insert(conn, request);
         let bytes = build_request(self.api, &self.endpoint, &self.key, &near(&r.query));
         vec![PlacesAction::Send {
             conn,
@@ -518,6 +533,7 @@ impl PlacesClient {
                 ));
                 if let Some(r) = self.requests.get_mut(&request) {
                     r.conn = Some(conn);
+                    self.carrying.insert(conn, request);
                 }
                 self.conns.insert(conn, Pooled::Opening { id: conn_id });
                 timers.call_later(OPEN_TIMEOUT, PlacesEvent::OpenTimeout { conn });
@@ -581,6 +597,7 @@ impl PlacesClient {
                     let retry_it = retry && self.requests.get(&request).is_some_and(|r| !r.retried);
                     if let Some(r) = self.requests.get_mut(&request) {
                         r.conn = None;
+                        self.carrying.remove(&conn);
                         if retry_it {
                             // A kept-alive connection the server had closed:
                             // the request never reached it, so try once more.
@@ -625,6 +642,25 @@ impl PlacesClient {
     }
 
     /// Turns a response into the client's reply.
+    /// A request leaves: forget it, and which connection and client had it.
+    fn take_request(&mut self, request: u64) -> Option<Request> {
+        let r = self.requests.remove(&request)?;
+        if let Some(conn) = r.conn {
+            if self.carrying.get(&conn) == Some(&request) {
+                self.carrying.remove(&conn);
+            }
+        }
+        if let Some(client) = r.client {
+            if let Some(mine) = self.by_client.get_mut(&client) {
+                mine.retain(|q| *q != request);
+                if mine.is_empty() {
+                    self.by_client.remove(&client);
+                }
+            }
+        }
+        Some(r)
+    }
+
     fn answer(
         &mut self,
         request: u64,
@@ -632,7 +668,7 @@ impl PlacesClient {
         now: Instant,
         log: &mut Log,
     ) -> Vec<PlacesAction> {
-        let Some(r) = self.requests.remove(&request) else {
+        let Some(r) = self.take_request(request) else {
             return Vec::new();
         };
         let rendered = render_reply(
@@ -654,10 +690,9 @@ impl PlacesClient {
 
     /// Answers `request` with the error JSON.
     fn fail(&mut self, request: u64, why: &str, now: Instant, log: &mut Log) -> Vec<PlacesAction> {
-        let Some(r) = self.requests.remove(&request) else {
+        let Some(r) = self.take_request(request) else {
             return Vec::new();
         };
-        self.queue.retain(|q| *q != request);
         let ms = millis(now - r.started);
         log.event(format_args!("places#{request} failed: {why} after {ms} ms"));
         let json = error_json(&format!("Places request failed: {why}"), "UNKNOWN_ERROR");
@@ -696,14 +731,8 @@ impl PlacesClient {
         log: &mut Log,
     ) -> Vec<PlacesAction> {
         self.conns.remove(&conn);
-        let carried: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.conn == Some(conn))
-            .map(|(id, _)| *id)
-            .collect();
         let mut actions = Vec::new();
-        for request in carried {
+        if let Some(request) = self.carrying.remove(&conn) {
             actions.extend(self.fail(request, why, now, log));
         }
         actions.extend(self.dispatch(now, log));
@@ -714,20 +743,17 @@ impl PlacesClient {
     /// requests are dropped; one in flight finishes, so its connection can
     /// be reused, and its answer is thrown away.
     pub fn client_gone(&mut self, client: ConnRef, timers: &mut dyn Schedule<PlacesEvent>) {
-        let mut dropped = Vec::new();
-        for (id, r) in self.requests.iter_mut() {
-            if r.client == Some(client) {
-                r.client = None;
-                if r.conn.is_none() {
-                    dropped.push(*id);
+        for id in self.by_client.remove(&client).unwrap_or_default() {
+            let Some(r) = self.requests.get_mut(&id) else {
+                continue;
+            };
+            r.client = None;
+            if r.conn.is_none() {
+                // Still queued: it leaves the queue when dispatch reaches it.
+                if let Some(r) = self.requests.remove(&id) {
+                    timers.cancel(r.timer);
                 }
             }
-        }
-        for id in dropped {
-            if let Some(r) = self.requests.remove(&id) {
-                timers.cancel(r.timer);
-            }
-            self.queue.retain(|q| *q != id);
         }
     }
 
@@ -1078,7 +1104,9 @@ mod tests {
         let (conn, _) = w.open(opens.remove(0));
         let mut sched = sched(&mut w.timers, w.now);
         w.client.client_gone(CLIENT, &mut sched);
-        assert!(w.client.queue.is_empty());
+        // What stays in the queue is only ids that dispatch will skip.
+        let queue = &w.client.queue;
+        assert!(queue.iter().all(|id| !w.client.requests.contains_key(id)));
         // Only the request on a connection stays (so that the connection can
         // be reused once it is answered), with nobody to answer.
         assert_eq!(w.client.requests.len(), 1);
