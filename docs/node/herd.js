@@ -1427,7 +1427,9 @@ class JsonParser {
   }
 }
 
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM keeps a BOM in the text, so that it is refused as JSON (as Python and
+// serde_json do) rather than silently dropped.
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** JSON bytes to a value, key order and number text kept; throws on bad input. */
 function parseJson(body) {
