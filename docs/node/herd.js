@@ -835,6 +835,7 @@ class ClientConn {
     this.closed = true;
     this.server.clients--;
     this.server.log.event(`client#${this.id} ${this.addr} closed: ${why}`);
+    this.server.log.flush(); // on disk before the client sees the close (as for Places answers)
     if (graceful) this.socket.end();
     else this.socket.destroy();
   }
