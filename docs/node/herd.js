@@ -471,6 +471,7 @@ class Log {
   constructor(file) {
     const folder = path.dirname(file);
     if (folder) fs.mkdirSync(folder, { recursive: true });
+    this.file = file;
     this.fd = fs.openSync(file, 'a'); // fails here, at start, if it cannot be opened
     this.lines = [];
     this.scheduled = false;
@@ -508,6 +509,20 @@ class Log {
     } catch (e) { // a failing log disk must not stop the server
       process.stderr.write(`herd.js: cannot write the log: ${e.message}\n`);
     }
+  }
+
+  /** SIGHUP (logrotate): the next lines go to a new file of the same name. */
+  reopen() {
+    this.flush();
+    try {
+      const fd = fs.openSync(this.file, 'a');
+      fs.closeSync(this.fd);
+      this.fd = fd;
+    } catch (e) { // keep writing to the old file rather than lose lines
+      process.stderr.write(`herd.js: cannot reopen the log: ${e.message}\n`);
+      return;
+    }
+    this.event('log reopened on SIGHUP');
   }
 
   /** Flushes and closes the file; later events are dropped. */
@@ -1943,6 +1958,7 @@ async function serve(opts) {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => log.reopen());
   for (const link of server.links) server.dial(link);
   server.heartbeat = setInterval(() => server.beat(), HEARTBEAT);
   return 0;
