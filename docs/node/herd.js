@@ -31,6 +31,7 @@ const https = require('https');
 const net = require('net');
 const path = require('path');
 const tls = require('tls');
+const { X509Certificate } = require('crypto');
 const { parseArgs } = require('util');
 const { performance } = require('perf_hooks');
 
@@ -1711,16 +1712,17 @@ class PlacesFailure extends Error {}
 // wait for it; the Rust loop runs a state machine per request instead. Log
 // lines and error texts are the Rust ones.
 class PlacesClient {
-  constructor(opts, key, secureContext) {
+  constructor(opts, key, extraCa) {
     this.api = opts.placesApi;
     this.endpoint = new Endpoint(opts.placesUrl);
     this.key = key || '';
+    this.extraCa = extraCa; // PEM text of --places-ca, or null
+    this.secureContext = null; // built on first use: parsing the roots takes ~100 ms
     this.agent = new https.Agent({
       keepAlive: true,
       maxFreeSockets: PLACES_POOL,
       maxSockets: PLACES_MAX_SOCKETS,
       timeout: PLACES_IDLE_FOR, // a pooled socket idle this long is closed by the agent
-      secureContext, // built once: the roots and --places-ca, not parsed per connection
     });
     this.sockets = new WeakMap(); // TLS socket -> {id, tcp, secure}
     this.requests = 0;
@@ -1731,12 +1733,25 @@ class PlacesClient {
     return ++this.requests;
   }
 
+  /** One TLS context for every connection: Node's bundled roots, plus
+   * --places-ca added to them (not put in their place). Without it, Node's
+   * default context, which shares the bundled roots already parsed. */
+  context() {
+    if (this.secureContext === null) {
+      const ca = this.extraCa === null ? undefined : [...tls.rootCertificates, this.extraCa];
+      this.secureContext = tls.createSecureContext({ ca });
+    }
+    return this.secureContext;
+  }
+
   /** The request options, body and how the log shows them (never the key): http.rs. */
   build(coords, radius, bound) {
     const ep = this.endpoint;
     const [lat, lon] = coords;
     const headers = { 'User-Agent': `proxy-herd/${VERSION}`, Accept: 'application/json' };
-    const base = { host: ep.host, port: ep.port, agent: this.agent, headers };
+    // secureContext is not part of the agent's pool key, so connections are
+    // still pooled per host and port.
+    const base = { host: ep.host, port: ep.port, agent: this.agent, secureContext: this.context(), headers };
     if (this.api === 'legacy') {
       const target = ep.legacyTarget(lat, lon, radius, percentEncode(this.key));
       const shown = 'GET https://' + ep.authority + redactKeys(ep.legacyTarget(lat, lon, radius, '***'));
@@ -1890,17 +1905,26 @@ async function serve(opts) {
   } catch (e) {
     return fail(2, `cannot resolve an address of the herd: ${e.message}`);
   }
-  let secureContext;
-  try {
-    // --places-ca is added to Node's bundled roots, not put in their place.
-    const ca = opts.placesCa ? [...tls.rootCertificates, fs.readFileSync(opts.placesCa, 'utf8')] : undefined;
-    secureContext = tls.createSecureContext({ ca });
-  } catch (e) {
-    return fail(2, `--places-ca: cannot read ${opts.placesCa}: ${systemMessage(e)}`);
+  let extraCa = null;
+  if (opts.placesCa) {
+    try {
+      extraCa = fs.readFileSync(opts.placesCa, 'latin1');
+    } catch (e) {
+      return fail(2, `--places-ca: cannot read ${opts.placesCa}: ${systemMessage(e)}`);
+    }
+    try {
+      // tls.createSecureContext skips a PEM block it cannot parse without a
+      // word, so each one is parsed here, at start, to fail loudly.
+      const blocks = extraCa.match(/-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g);
+      if (!blocks) throw new Error('no PEM certificate in it');
+      for (const block of blocks) new X509Certificate(block); // eslint-disable-line no-new
+    } catch (e) {
+      return fail(2, `--places-ca: ${opts.placesCa}: ${e.message}`);
+    }
   }
   let places;
   try {
-    places = new PlacesClient(opts, process.env.PLACES_API_KEY, secureContext);
+    places = new PlacesClient(opts, process.env.PLACES_API_KEY, extraCa);
   } catch (e) {
     return fail(2, `--places-url: ${e.message}`);
   }
