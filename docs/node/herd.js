@@ -1067,7 +1067,10 @@ class PeerIn extends PeerConn {
       this.link = link;
       clearTimeout(this.helloTimer);
       this.socket.write(`WELCOME ${s.name}\n`, 'latin1');
-      this.catchUp = { start: performance.now(), positions: 0, fresh: 0, bytes: 0 };
+      // A neighbour that never PINGs (not one of ours) gets its lines logged
+      // one by one after SILENCE; so does a catch-up still arriving then.
+      const timer = setTimeout(() => this.endCatchUp(', ended without a PING'), SILENCE);
+      this.catchUp = { start: performance.now(), positions: 0, fresh: 0, bytes: 0, timer };
       s.linkGreeted(link, this);
     } else if (kind === 'AT') {
       const new_ = s.store.update(value.client, value.timeNs, value.at);
@@ -1083,6 +1086,7 @@ class PeerIn extends PeerConn {
     const c = this.catchUp;
     if (c === null) return;
     this.catchUp = null;
+    clearTimeout(c.timer);
     const ms = (performance.now() - c.start).toFixed(3);
     this.server.log.event(`link from ${this.link.name}: catch-up of ${c.positions} positions ` +
       `received (${c.fresh} new, ${c.bytes} bytes) in ${ms} ms${note}`);
