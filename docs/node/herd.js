@@ -1945,24 +1945,10 @@ async function serve(opts) {
   const clientListener = net.createServer({ allowHalfOpen: true }, (socket) => server.clientConnected(socket));
   const peerListener = net.createServer((socket) => new PeerIn(server, socket));
   const listeners = [];
-  for (const [listener, host, port] of [[clientListener, clientHost, clientPort],
-    [peerListener, peerHost, me.peer.port]]) {
-    try {
-      await listen(listener, host, port);
-      listeners.push(listener);
-    } catch (e) {
-      for (const l of listeners) l.close();
-      const why = e.code === 'EADDRINUSE' ? 'is already in use' : `cannot be listened on: ${e.message}`;
-      log.close();
-      process.exit(fail(1, `address ${showAddr(host, port)} ${why}`));
-    }
-    // Accept errors (EMFILE...) after start are logged; libuv retries.
-    listener.on('error', (e) => log.event(`accept failed: ${e.message}`));
-  }
-  const shown = listeners.map((l) => showAddr(l.address().address, l.address().port));
-  log.event(`${server.name} listening for clients on ${shown[0]} and for peers on ${shown[1]}`);
-  log.flush();
-
+  // The handlers go in before listening: the harness (and an operator) may
+  // signal as soon as the client port answers, and Node's default SIGINT
+  // would end the process with no log line and no clean exit. The tests
+  // caught that.
   let stopping = false;
   const stop = (why) => {
     if (stopping) return;
@@ -1987,6 +1973,24 @@ async function serve(opts) {
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGHUP', () => log.reopen());
+  for (const [listener, host, port] of [[clientListener, clientHost, clientPort],
+    [peerListener, peerHost, me.peer.port]]) {
+    try {
+      await listen(listener, host, port);
+      listeners.push(listener);
+    } catch (e) {
+      for (const l of listeners) l.close();
+      const why = e.code === 'EADDRINUSE' ? 'is already in use' : `cannot be listened on: ${e.message}`;
+      log.close();
+      process.exit(fail(1, `address ${showAddr(host, port)} ${why}`));
+    }
+    // Accept errors (EMFILE...) after start are logged; libuv retries.
+    listener.on('error', (e) => log.event(`accept failed: ${e.message}`));
+  }
+  const shown = listeners.map((l) => showAddr(l.address().address, l.address().port));
+  log.event(`${server.name} listening for clients on ${shown[0]} and for peers on ${shown[1]}`);
+  log.flush();
+
   for (const link of server.links) server.dial(link);
   server.heartbeat = setInterval(() => server.beat(), HEARTBEAT);
   return 0;
