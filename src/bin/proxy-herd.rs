@@ -8,6 +8,7 @@ use proxy_herd::cli::{self, Command, PlacesApi};
 use proxy_herd::event_loop::{EventLoop, Settings, StartError};
 use proxy_herd::herd::auth::Secret;
 use proxy_herd::herd::config::Addr;
+use proxy_herd::herd::Limits;
 use proxy_herd::log::Log;
 use proxy_herd::places::http::{Api, Endpoint};
 use proxy_herd::places::PlacesSettings;
@@ -62,10 +63,12 @@ fn main() -> ExitCode {
                     .filter(|k| !k.is_empty()),
                 ca_file: options.places_ca.clone(),
             },
-            max_clients: options.max_clients,
-            idle_timeout: options
-                .idle_timeout_secs
-                .map(std::time::Duration::from_secs),
+            limits: Limits {
+                max_clients: options.max_clients,
+                idle_timeout: options
+                    .idle_timeout_secs
+                    .map(std::time::Duration::from_secs),
+            },
             state_path: options.state_path.clone(),
             secret: match &options.herd_secret_file {
                 Some(path) => {

@@ -266,7 +266,7 @@ where
     let svg = match (m.opt_str("svg"), scenario) {
         (Some(f), _) => Some(PathBuf::from(f)),
         (None, Scenario::Compare) => {
-            Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_SVG))
+            Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(DEFAULT_SVG))
         }
         (None, _) => None,
     };

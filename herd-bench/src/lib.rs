@@ -137,7 +137,7 @@ fn header(opts: &Options, setup: String) -> Header {
 }
 
 fn proxy_log_timestamp(out: &mut String) {
-    crate::log::write_timestamp(out, SystemTime::now());
+    proxy_herd::log::write_timestamp(out, SystemTime::now());
 }
 
 /// Runs what `opts` asks for and returns the report (failed measurements are
