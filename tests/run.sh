@@ -23,6 +23,10 @@ counterpart() {
 counterpart asyncio asyncio/herd.py python3 "$@"
 counterpart threads threads/herd.py python3 "$@"
 counterpart node node/herd.js node "$@"
+if [ -e docs/node/test.js ] && command -v node >/dev/null 2>&1; then
+    echo "== the Node.js counterpart's unit tests (docs/node/test.js)"
+    node --test docs/node/test.js
+fi
 counterpart java java/herd.sh javac "$@"
 
 echo "== partitions across network namespaces"
