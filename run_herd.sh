@@ -14,13 +14,18 @@
 #                        Places service (places-offline) is started and used
 #   PLACES_OFFLINE_PORT  the offline service's port on 127.0.0.1 (default 18443)
 #   HERD_SERVER_ARGS     extra options for every server, split on white space
-#                        (for example "--places-api new")
+#                        (for example "--places-api new"; without a key, the
+#                        offline service's endpoint for that API is used)
+#   HERD_BIN_DIR         where proxy-herd and places-offline are (default
+#                        target/release, built when missing or stale; a
+#                        folder given here is used as it is)
 #
 # Each server runs as target/release/proxy-herd with its log in
 # $HERD_DIR/logs/NAME.log, its stdout and stderr appended to
 # $HERD_DIR/logs/NAME.stderr, and its pid in $HERD_DIR/run/NAME.pid.
 # Servers run with this repository as their working directory, so relative
-# paths they are given (data/tls/ca.pem) are relative to it.
+# paths given in HERD_SERVER_ARGS are relative to it; the paths run_herd.sh
+# gives them itself are absolute.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,14 +42,19 @@ HERD_CONFIG="$(absolute "${HERD_CONFIG:-$ROOT/docs/herds/default.herd}")"
 HERD_DIR="$(absolute "${HERD_DIR:-$ROOT}")"
 LOG_DIR="$HERD_DIR/logs"
 RUN_DIR="$HERD_DIR/run"
-SERVER_BIN="$ROOT/target/release/proxy-herd"
-OFFLINE_BIN="$ROOT/target/release/places-offline"
+BIN_DIR="$(absolute "${HERD_BIN_DIR:-$ROOT/target/release}")"
+SERVER_BIN="$BIN_DIR/proxy-herd"
+OFFLINE_BIN="$BIN_DIR/places-offline"
 OFFLINE_NAME="places-offline"
 OFFLINE_PORT="${PLACES_OFFLINE_PORT:-18443}"
 OFFLINE_KEY="offline-dev-key"
-OFFLINE_CA="data/tls/ca.pem"
-# Polls are 0.1 s apart: 50 polls is the ~5 s bound for starting and stopping.
+OFFLINE_CA="$ROOT/data/tls/ca.pem"
+OFFLINE_LEGACY_PATH="/maps/api/place/nearbysearch/json"
+OFFLINE_NEW_PATH="/v1/places:searchNearby"
+# Polls are 0.1 s apart: 50 polls is the ~5 s bound for starting.
 POLLS=50
+# Stopping polls every 0.02 s, for the same ~5 s bound.
+STOP_POLLS=250
 
 # The comment block at the top of this file.
 usage() {
@@ -119,11 +129,25 @@ pid_file() {
     printf '%s/%s.pid\n' "$RUN_DIR" "$1"
 }
 
+# True when pid $1 exists and has not exited. kill -0 also succeeds on a
+# zombie (exited, not yet reaped by its parent, which for a server started
+# here is PID 1 and may be slow), so the state in /proc/PID/stat counts too.
+pid_running() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    if [[ -r "/proc/$1/stat" ]]; then
+        stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+        # "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
+        stat="${stat##*) }"
+        [[ "${stat%% *}" != Z ]]
+    fi
+}
+
 # True when pid $1 is alive and (where /proc tells) runs binary $2, so that a
 # pid reused by an unrelated process after a crash is not taken for ours.
 pid_alive() {
     local cmdline
-    kill -0 "$1" 2>/dev/null || return 1
+    pid_running "$1" || return 1
     if [[ -r "/proc/$1/cmdline" ]]; then
         cmdline="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true)"
         [[ "$cmdline" == *"$2"* ]]
@@ -162,6 +186,12 @@ running_pid() {
 # Builds the release binaries when missing or older than the sources.
 build_if_needed() {
     local bin stale=""
+    if [[ -n "${HERD_BIN_DIR:-}" ]]; then
+        for bin in "$SERVER_BIN" "$OFFLINE_BIN"; do
+            [[ -x "$bin" ]] || die "HERD_BIN_DIR: no $bin"
+        done
+        return 0
+    fi
     for bin in "$SERVER_BIN" "$OFFLINE_BIN"; do
         if [[ ! -x "$bin" ]] ||
             [[ -n "$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$bin" -print -quit 2>/dev/null)" ]]; then
@@ -209,7 +239,7 @@ wait_listening() {
         if port_open "$host" "$port"; then
             return 0
         fi
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! pid_running "$pid"; then
             echo "$name (pid $pid) exited before listening on $host:$port" >&2
             rm -f "$(pid_file "$name")"
             show_tails "$@"
@@ -240,6 +270,19 @@ start_offline() {
     echo "PLACES_API_KEY is not set: using the offline Places service at https://127.0.0.1:$OFFLINE_PORT"
 }
 
+# True when the options given ask for Places API (New): the offline
+# service answers it on its own path (a legacy URL would get HTTP 405).
+places_api_new() {
+    local prev="" arg
+    for arg in "$@"; do
+        if [[ "$arg" == "--places-api=new" ]] || [[ "$prev" == "--places-api" && "$arg" == new ]]; then
+            return 0
+        fi
+        prev="$arg"
+    done
+    return 1
+}
+
 cmd_start() {
     local names=("$@") name pid host port failed=0
     local server_args=() extra=()
@@ -251,13 +294,15 @@ cmd_start() {
     build_if_needed
     mkdir -p "$LOG_DIR" "$RUN_DIR"
 
+    read -r -a extra <<<"${HERD_SERVER_ARGS:-}"
     if [[ -z "${PLACES_API_KEY:-}" ]]; then
         start_offline
         export PLACES_API_KEY="$OFFLINE_KEY"
-        server_args+=(--places-url "https://127.0.0.1:$OFFLINE_PORT/maps/api/place/nearbysearch/json"
+        local path="$OFFLINE_LEGACY_PATH"
+        if places_api_new "${extra[@]}"; then path="$OFFLINE_NEW_PATH"; fi
+        server_args+=(--places-url "https://127.0.0.1:$OFFLINE_PORT$path"
             --places-ca "$OFFLINE_CA")
     fi
-    read -r -a extra <<<"${HERD_SERVER_ARGS:-}"
     server_args+=("${extra[@]}")
 
     # Launch them all first, then wait, so the ~5 s bound is for the herd.
@@ -291,28 +336,52 @@ cmd_start() {
     return "$failed"
 }
 
-# Stops $1 if it runs: SIGTERM, wait, SIGKILL after ~5 s.
-stop_one() {
-    local name="$1" pid i
-    if ! pid="$(running_pid "$name")"; then
-        echo "$name is not running"
-        return 0
-    fi
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < POLLS; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "$name (pid $pid) ignored SIGTERM for 5 s: sending SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < POLLS; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
+# Waits until none of the pids given runs (an exited zombie counts as
+# gone); fails if some still run after ~5 s.
+wait_gone() {
+    local i pid alive
+    for ((i = 0; i < STOP_POLLS; i++)); do
+        alive=""
+        for pid in "$@"; do
+            if pid_running "$pid"; then alive=yes; break; fi
         done
+        [[ -z "$alive" ]] && return 0
+        sleep 0.02
+    done
+    return 1
+}
+
+# Stops every name given that runs, all at once: SIGTERM to each, one wait
+# for them all, SIGKILL to any still running after ~5 s.
+stop_many() {
+    local name pid i names=() pids=()
+    for name in "$@"; do
+        if pid="$(running_pid "$name")"; then
+            kill -TERM "$pid" 2>/dev/null || true
+            names+=("$name")
+            pids+=("$pid")
+        else
+            echo "$name is not running"
+        fi
+    done
+    ((${#pids[@]} > 0)) || return 0
+    if ! wait_gone "${pids[@]}"; then
+        for i in "${!pids[@]}"; do
+            if pid_running "${pids[$i]}"; then
+                echo "${names[$i]} (pid ${pids[$i]}) ignored SIGTERM for 5 s: sending SIGKILL" >&2
+                kill -KILL "${pids[$i]}" 2>/dev/null || true
+            fi
+        done
+        wait_gone "${pids[@]}" || true
     fi
-    rm -f "$(pid_file "$name")"
-    echo "stopped $name (pid $pid)"
+    for i in "${!pids[@]}"; do
+        rm -f "$(pid_file "${names[$i]}")"
+        echo "stopped ${names[$i]} (pid ${pids[$i]})"
+    done
+}
+
+stop_one() {
+    stop_many "$1"
 }
 
 cmd_stop() {
@@ -339,10 +408,14 @@ cmd_stop() {
             fi
         done
     fi
+    local servers=() offline=()
     for name in "${names[@]}"; do
         [[ "$name" =~ ^[A-Za-z0-9_-]+$ ]] || EXIT_CODE=2 die "bad server name '$name'"
-        stop_one "$name"
+        if [[ "$name" == "$OFFLINE_NAME" ]]; then offline+=("$name"); else servers+=("$name"); fi
     done
+    # The servers together, then the Places service they may still be using.
+    if ((${#servers[@]} > 0)); then stop_many "${servers[@]}"; fi
+    if ((${#offline[@]} > 0)); then stop_many "${offline[@]}"; fi
 }
 
 cmd_status() {
