@@ -381,6 +381,11 @@ fn an_idle_herds_logs_grow_by_nothing_but_real_events() {
     let wait_beats = |n: usize| {
         let goal = beats.load(Ordering::Relaxed) + n;
         wait_for(&format!("{n} more heartbeats"), || {
+            let odd = odd.lock().unwrap();
+            assert!(
+                odd.is_empty(),
+                "an idle link carries only heartbeats: {odd:?}"
+            );
             (beats.load(Ordering::Relaxed) >= goal).then_some(())
         });
     };
