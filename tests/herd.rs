@@ -328,8 +328,10 @@ fn an_idle_herds_logs_grow_by_nothing_but_real_events() {
     );
     let t = herd.index("Tester");
     let fake = TcpListener::bind(("127.0.0.1", herd.members[t].peer_port)).unwrap();
+    // Riley first, and its link to the test up and beating before Jaquez
+    // starts, so that a slow start cannot time out Riley's greeting or
+    // silence rule on the test's link.
     herd.start_named("Riley");
-    herd.start_named("Jaquez");
     let (theirs, _) = fake.accept().unwrap();
     theirs.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut their_lines = BufReader::new(theirs.try_clone().unwrap());
@@ -376,6 +378,7 @@ fn an_idle_herds_logs_grow_by_nothing_but_real_events() {
             }
         });
     }
+    herd.start_named("Jaquez");
     herd.wait_links_up("Riley");
     herd.wait_links_up("Jaquez");
     let wait_beats = |n: usize| {

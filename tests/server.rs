@@ -508,7 +508,10 @@ fn sighup_reopens_the_log_and_no_line_is_lost() {
     let old = std::fs::read_to_string(&rotated).unwrap();
     let new = server.log_text();
     assert!(
-        new.lines().next().unwrap().ends_with(" log reopened on SIGHUP"),
+        new.lines()
+            .next()
+            .unwrap()
+            .ends_with(" log reopened on SIGHUP"),
         "{new}"
     );
     assert!(new.lines().last().unwrap().ends_with("stopping on SIGTERM"));
