@@ -4,7 +4,8 @@
 #
 #   ./run_herd.sh start [NAME...]     build (release) if needed, start in the background
 #   ./run_herd.sh stop [NAME...]      stop (all by default), cleanly
-#   ./run_herd.sh restart [NAME...]
+#   ./run_herd.sh restart [NAME...]   stop, then start (the servers; the
+#                                     offline Places service keeps running)
 #   ./run_herd.sh status              which servers run, their pids and ports
 #
 # Environment:
@@ -51,10 +52,10 @@ OFFLINE_KEY="offline-dev-key"
 OFFLINE_CA="$ROOT/data/tls/ca.pem"
 OFFLINE_LEGACY_PATH="/maps/api/place/nearbysearch/json"
 OFFLINE_NEW_PATH="/v1/places:searchNearby"
-# Polls are 0.1 s apart: 50 polls is the ~5 s bound for starting.
-POLLS=50
-# Stopping polls every 0.02 s, for the same ~5 s bound.
-STOP_POLLS=250
+# Polls are 0.02 s apart: 250 polls is the ~5 s bound for starting and
+# for stopping.
+POLL=0.02
+POLLS=250
 
 # The comment block at the top of this file.
 usage() {
@@ -82,13 +83,49 @@ herd_servers() {
     }' "$HERD_CONFIG"
 }
 
+# The herd file, read once (each awk is a process, and start and stop ask
+# for every server's address): HERD_LINES holds "NAME HOST PORT" lines.
+HERD_LINES=()
+load_herd() {
+    if ((${#HERD_LINES[@]} == 0)); then
+        mapfile -t HERD_LINES < <(herd_servers)
+    fi
+}
+
 herd_names() {
-    herd_servers | awk '{ print $1 }'
+    local line
+    load_herd
+    for line in ${HERD_LINES[@]+"${HERD_LINES[@]}"}; do
+        echo "${line%% *}"
+    done
+}
+
+# Sets the caller's host and port to server $1's address, in this shell.
+set_address() {
+    local line rest
+    load_herd
+    for line in ${HERD_LINES[@]+"${HERD_LINES[@]}"}; do
+        if [[ "${line%% *}" == "$1" ]]; then
+            rest="${line#* }"
+            host="${rest% *}"
+            port="${rest##* }"
+            return 0
+        fi
+    done
+    return 1
 }
 
 # Prints "HOST PORT" of server $1, or fails if the herd has no such server.
 server_address() {
-    herd_servers | awk -v name="$1" '$1 == name { print $2, $3; found = 1 } END { exit !found }'
+    local line
+    load_herd
+    for line in ${HERD_LINES[@]+"${HERD_LINES[@]}"}; do
+        if [[ "${line%% *}" == "$1" ]]; then
+            echo "${line#* }"
+            return 0
+        fi
+    done
+    return 1
 }
 
 # Checks that every argument is a server of the herd; exit 2 otherwise.
@@ -114,6 +151,17 @@ connect_host() {
 port_open() {
     local host
     host="$(connect_host "$1")"
+    case "$host" in
+        127.* | ::1 | localhost)
+            # Loopback answers or refuses at once: bash's /dev/tcp in this
+            # shell, no process started (start polls this for every server).
+            if { exec 3<>"/dev/tcp/$host/$2"; } 2>/dev/null; then
+                exec 3>&-
+                return 0
+            fi
+            return 1
+            ;;
+    esac
     # shellcheck disable=SC2016 # $1 and $2 are the inner bash's arguments.
     if command -v nc >/dev/null 2>&1; then
         nc -z -w 1 "$host" "$2" >/dev/null 2>&1
@@ -136,7 +184,8 @@ pid_running() {
     local stat
     kill -0 "$1" 2>/dev/null || return 1
     if [[ -r "/proc/$1/stat" ]]; then
-        stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+        # A builtin read, no process: stop polls this for every pid.
+        read -r stat <"/proc/$1/stat" 2>/dev/null || return 1
         # "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
         stat="${stat##*) }"
         [[ "${stat%% *}" != Z ]]
@@ -149,7 +198,8 @@ pid_alive() {
     local cmdline
     pid_running "$1" || return 1
     if [[ -r "/proc/$1/cmdline" ]]; then
-        cmdline="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true)"
+        # The first NUL-terminated word: the binary's path.
+        IFS= read -r -d '' cmdline <"/proc/$1/cmdline" 2>/dev/null || true
         [[ "$cmdline" == *"$2"* ]]
     fi
 }
@@ -221,7 +271,7 @@ show_tails() {
 launch() {
     local name="$1" errfile="$2"
     shift 2
-    printf '=== %s: starting %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >>"$errfile"
+    TZ=UTC printf '=== %(%Y-%m-%dT%H:%M:%SZ)T: starting %s\n' -1 "$*" >>"$errfile"
     # nohup execs the binary, so $! is the server's own pid.
     (
         cd "$ROOT" || exit 1
@@ -245,7 +295,7 @@ wait_listening() {
             show_tails "$@"
             return 1
         fi
-        sleep 0.1
+        sleep "$POLL"
     done
     echo "$name (pid $pid) is not listening on $host:$port after 5 s" >&2
     show_tails "$@"
@@ -308,7 +358,7 @@ cmd_start() {
     # Launch them all first, then wait, so the ~5 s bound is for the herd.
     local launched=()
     for name in "${names[@]}"; do
-        read -r host port < <(server_address "$name")
+        set_address "$name"
         if pid="$(running_pid "$name")"; then
             echo "$name already running (pid $pid)"
             continue
@@ -323,7 +373,7 @@ cmd_start() {
         launched+=("$name")
     done
     for name in "${launched[@]}"; do
-        read -r host port < <(server_address "$name")
+        set_address "$name"
         pid="$(head -n 1 "$(pid_file "$name")")"
         if wait_listening "$name" "$pid" "$host" "$port" "$LOG_DIR/$name.log" "$LOG_DIR/$name.stderr"; then
             echo "started $name (pid $pid) on $host:$port"
@@ -340,13 +390,13 @@ cmd_start() {
 # gone); fails if some still run after ~5 s.
 wait_gone() {
     local i pid alive
-    for ((i = 0; i < STOP_POLLS; i++)); do
+    for ((i = 0; i < POLLS; i++)); do
         alive=""
         for pid in "$@"; do
             if pid_running "$pid"; then alive=yes; break; fi
         done
         [[ -z "$alive" ]] && return 0
-        sleep 0.02
+        sleep "$POLL"
     done
     return 1
 }
@@ -443,13 +493,22 @@ main() {
     case "$command" in
         start | stop | restart | status)
             [[ -r "$HERD_CONFIG" ]] || die "cannot read the herd file $HERD_CONFIG"
+            load_herd
             ;;
     esac
     case "$command" in
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         restart)
-            cmd_stop "$@"
+            # The servers only (the offline Places service, which takes a
+            # moment to load its places, keeps running), unless named.
+            if (($# == 0)); then
+                local names=()
+                mapfile -t names < <(herd_names)
+                cmd_stop "${names[@]}"
+            else
+                cmd_stop "$@"
+            fi
             cmd_start "$@"
             ;;
         status) cmd_status "$@" ;;

@@ -128,6 +128,18 @@ fn run_herd_with_the_new_api_and_no_key_uses_the_offline_new_endpoint() {
     assert_eq!(whatsat_status(port), "OK");
     let log = std::fs::read_to_string(dir.path("logs/Riley.log")).unwrap();
     assert!(log.contains("/v1/places:searchNearby"), "{log}");
+    // restart restarts the servers; the offline service keeps running.
+    let offline_pid = || std::fs::read_to_string(dir.path("run/places-offline.pid")).unwrap();
+    let riley_pid = || std::fs::read_to_string(dir.path("run/Riley.pid")).unwrap();
+    let (before, riley_before) = (offline_pid(), riley_pid());
+    let mut restart = run_herd(&dir, &config, offline);
+    restart
+        .arg("restart")
+        .env("HERD_SERVER_ARGS", "--places-api new");
+    assert!(output(&mut restart).status.success());
+    assert_eq!(offline_pid(), before);
+    assert_ne!(riley_pid(), riley_before);
+    assert_eq!(whatsat_status(port), "OK");
     let mut stop = run_herd(&dir, &config, offline);
     stop.arg("stop");
     assert!(output(&mut stop).status.success());
