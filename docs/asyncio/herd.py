@@ -283,8 +283,14 @@ Options:
     -h, --help          print this help and exit
     -V, --version       print the version and exit
 
+Not here (the Rust server's only): --state, --herd-secret-file.
+
 Environment:
-    PLACES_API_KEY      the Google Places API key (never logged)"""
+    PLACES_API_KEY      the Google Places API key (never logged)
+
+Signals:
+    SIGINT, SIGTERM     stop, with the log flushed (exit status 0)
+    SIGHUP              reopen the log file (for logrotate: docs/logging.md)"""
 
 
 def parse_number(option, text, low, high):
