@@ -17,6 +17,7 @@ Settings, first found wins (every path is made absolute):
     the repository   $PROXY_HERD_ROOT; the one written by --install; the one
                      this file lies in (run in place or through a symlink)
     the binary       $PROXY_HERD_BIN; REPOSITORY/target/release/proxy-herd
+                     (places-offline is the one beside it)
     the herd file    $PROXY_HERD_CONFIG; the one written by --install;
                      REPOSITORY/docs/herds/default.herd
     extra options    $PROXY_HERD_ARGS (split as a shell would), then any
@@ -99,11 +100,11 @@ def offline_port():
     return int(text)
 
 
-def ensure_offline(root, port):
+def ensure_offline(root, bin_dir, port):
     """Reuses the offline Places service on `port`, or starts it detached."""
     if port_open(port):
         return
-    binary = os.path.join(root, "target", "release", "places-offline")
+    binary = os.path.join(bin_dir, "places-offline")
     if not os.access(binary, os.X_OK):
         fail(binary + " is missing: run `cargo build --release` in " + root)
     os.makedirs(os.path.join(HERE, "logs"), exist_ok=True)
@@ -165,7 +166,7 @@ def run(name, after):
     args = ["-c", config, "-l", os.path.join(HERE, "logs", name + ".log")]
     if not os.environ.get("PLACES_API_KEY"):
         port = offline_port()
-        ensure_offline(root, port)
+        ensure_offline(root, os.path.dirname(binary), port)
         os.environ["PLACES_API_KEY"] = OFFLINE_KEY
         if not has_option(extra, "--places-url"):
             path = OFFLINE_NEW_PATH if places_api_new(extra) else OFFLINE_LEGACY_PATH
