@@ -166,7 +166,10 @@ fn help_text(opts: &Options) -> String {
                  overrides its client port (its neighbours still dial the peer\n\
                  address in the herd file).";
     format!(
-        "{}\n\nEnvironment:\n    PLACES_API_KEY      the Google Places API key (never logged)",
+        "{}\n\nEnvironment:\n    PLACES_API_KEY      the Google Places API key (never logged)\n\n\
+         Signals:\n    SIGINT, SIGTERM     stop, with the log flushed (exit status 0)\n    \
+         SIGHUP              reopen the log file (for logrotate: docs/logging.md)\n\n\
+         The contract (protocol, herd file, logs, limits): docs/spec.md",
         opts.usage(brief).trim_end()
     )
 }
@@ -485,6 +488,7 @@ mod tests {
                         "--idle-timeout",
                         "--version",
                         "PLACES_API_KEY",
+                        "SIGHUP",
                     ] {
                         assert!(text.contains(option), "help lacks {option}");
                     }

@@ -100,9 +100,6 @@ pub enum Command {
     Help(String),
 }
 
-/// Where `compare` writes its chart unless `--svg` says otherwise.
-pub const DEFAULT_SVG: &str = "docs/bench.svg";
-
 fn spec() -> getopts::Options {
     let mut o = getopts::Options::new();
     o.optopt(
@@ -152,7 +149,7 @@ fn spec() -> getopts::Options {
     o.optopt(
         "",
         "svg",
-        "compare: write the chart to FILE (default docs/bench.svg)",
+        "compare: also write the chart to FILE (docs/bench.svg is the committed one)",
         "FILE",
     );
     o.optopt(
@@ -263,13 +260,8 @@ where
     if pid.is_some() && target.is_empty() {
         return Err("--pid goes with --target".into());
     }
-    let svg = match (m.opt_str("svg"), scenario) {
-        (Some(f), _) => Some(PathBuf::from(f)),
-        (None, Scenario::Compare) => {
-            Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(DEFAULT_SVG))
-        }
-        (None, _) => None,
-    };
+    // Only where asked: a run must not overwrite the committed docs/bench.svg.
+    let svg = m.opt_str("svg").map(PathBuf::from);
     Ok(Command::Run(Options {
         scenario,
         duration: Duration::from_secs_f64(secs),
@@ -334,10 +326,10 @@ mod tests {
     }
 
     #[test]
-    fn compare_defaults_to_all_impls_and_an_svg() {
+    fn compare_defaults_to_all_impls_and_writes_a_chart_only_where_asked() {
         let o = run(&["compare"]);
         assert_eq!(o.impls, Impl::ALL.to_vec());
-        assert!(o.svg.is_some_and(|p| p.ends_with(DEFAULT_SVG)));
+        assert_eq!(o.svg, None);
         let o = run(&["compare", "--impl", "rust", "--svg", "x.svg"]);
         assert_eq!(o.impls, vec![Impl::Rust]);
         assert_eq!(o.svg, Some(PathBuf::from("x.svg")));

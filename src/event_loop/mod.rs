@@ -48,7 +48,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -72,7 +72,8 @@ mod places;
 pub const CLIENT_LISTENER: Token = Token(usize::MAX - 1);
 /// The peer listener: neighbours dial this port, clients never see it.
 pub const PEER_LISTENER: Token = Token(usize::MAX - 2);
-/// SIGINT and SIGTERM, delivered as a readiness event by `signal-hook-mio`.
+/// SIGINT, SIGTERM (stop) and SIGHUP (reopen the log), delivered as a
+/// readiness event by `signal-hook-mio`.
 pub const SIGNALS: Token = Token(usize::MAX - 3);
 /// The Places resolver thread's wake-up (see [`crate::places::resolver`]).
 pub const WAKER: Token = Token(usize::MAX - 4);
@@ -249,8 +250,8 @@ impl EventLoop {
         let poll = Poll::new().map_err(|e| io_err("cannot create the poll", e))?;
         let mut client_listener = bind(settings.client_addr)?;
         let mut peer_listener = bind(settings.peer_addr)?;
-        let mut signals =
-            Signals::new([SIGINT, SIGTERM]).map_err(|e| io_err("cannot catch signals", e))?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(|e| io_err("cannot catch signals", e))?;
         let registry = poll.registry();
         registry
             .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)
@@ -619,11 +620,21 @@ impl EventLoop {
 
     fn signal_received(&mut self) {
         for signal in self.signals.pending() {
-            self.stop = Some(if signal == SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            });
+            match signal {
+                // Log rotation (docs/logging.md): the last lines go to the
+                // old file, then the first line of the new one says why.
+                SIGHUP => match self.herd.log.reopen() {
+                    Ok(()) => self.herd.log.event(format_args!("log reopened on SIGHUP")),
+                    Err(e) => {
+                        eprintln!("proxy-herd: SIGHUP: cannot reopen the log: {e}");
+                        self.herd
+                            .log
+                            .event(format_args!("SIGHUP: cannot reopen the log: {e}"));
+                    }
+                },
+                SIGINT => self.stop = Some("SIGINT"),
+                _ => self.stop = Some("SIGTERM"),
+            }
         }
     }
 

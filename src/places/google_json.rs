@@ -134,7 +134,7 @@ fn write_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// The inside of a JSON string in Google's escaping (see [`write_string`]).
+/// The inside of a JSON string in Google's escaping (see `write_string`).
 /// Text that needs no escape, nearly every name, is copied in one piece.
 /// The one escaping rule of the project: places-offline and the streaming
 /// re-printer use it too.

@@ -17,7 +17,7 @@
 //!   own error text, with its line and column);
 //! - the top level is not an object;
 //! - an object repeats a key (serde_json keeps the last value in the first
-//!   key's place) or has more than [`MAX_KEYS`] keys (so that checking for
+//!   key's place) or has more than `MAX_KEYS` (64) keys (so that checking for
 //!   repeats stays linear);
 //! - the top level has an `error` key (Google's API error shape, which
 //!   [`super::reply`] turns into a legacy error reply).
