@@ -71,6 +71,12 @@ NS = 1_000_000_000
 THREAD_STACK = 512 * 1024        # the default is 8 MiB (or ulimit -s) of address space
 RECV_SIZE = 16 * 1024
 LISTEN_BACKLOG = 4096            # the kernel caps it at net.core.somaxconn
+# A client socket's kernel send buffer, fixed rather than autotuned (Linux
+# doubles it): it bounds the kernel's memory per connection as MAX_BACKLOG
+# bounds ours, so "a megabyte of replies waiting" means about that. Autotuned,
+# the kernel took ~5 MB of a never-reading client's replies before our
+# buffer saw any, and Python had to produce all of them first.
+CLIENT_SNDBUF = 128 * 1024
 JSON_MAX_DEPTH = 64              # deeper Places JSON is refused: printing it needs a deep stack
 
 LEGACY_URL = "https://maps.googleapis.com/maps/api/place/nearbysearch/json"
@@ -1851,6 +1857,7 @@ class Handler(socketserver.BaseRequestHandler):
 
 def serve_client(server: Server, sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CLIENT_SNDBUF)
     ClientConn(server, sock).run()
 
 
