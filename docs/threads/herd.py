@@ -58,6 +58,7 @@ PEER_BACKLOG = 8 * 1024 * 1024   # a neighbour's unsent output bound (beyond its
 LINK_TIMEOUT = 2.0               # a dial, or a greeting, that takes longer failed
 HEARTBEAT = 1.0                  # PING this often...
 SILENCE = 5.0                    # ...and a link silent this long is dead
+PEER_SYNC_WAIT = 1.0             # a WHATSAT waits at most this for peers' input
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 3.2
 PLACES_TIMEOUT = 10.0            # per socket operation (http.client's timeout)
 PLACES_POOL = 16                 # idle keep-alive connections kept to Places...
@@ -1244,6 +1245,7 @@ class ClientConn:
                 return
         if fields[0] == b"WHATSAT" and len(fields) == 4:
             radius, bound = radius_metres(fields[2]), parse_bound(fields[3])
+            s.apply_peer_input()
             at_line = s.store.get(fields[1])
             if radius and bound and at_line:
                 coords = parse_location(at_line.split()[4])
@@ -1396,7 +1398,11 @@ class PeerIn:
     """A neighbour's connection to us, served by its own thread: HELLO first,
     then its updates and PINGs. The AT lines before its first PING are its
     catch-up (our dialers send a PING right after their catch-up), counted
-    into one summary line instead of one line each (SPEC section 6)."""
+    into one summary line instead of one line each (SPEC section 6).
+
+    `applying` is true from the moment its input is ready until that input
+    is in the store, so that a client's thread can wait for it (wait_applied):
+    threads have no "turn of the loop" that would order the two for us."""
 
     def __init__(self, server: Server, sock: socket.socket) -> None:
         self.server, self.sock = server, sock
@@ -1412,48 +1418,83 @@ class PeerIn:
         self.caught: List[int] = [0, 0, 0]  # catch-up positions, new ones, bytes
         self.greeted_at = 0.0
         self.thread = threading.current_thread()  # made by the thread that serves it
-        self.lock = threading.Lock()              # close() races the heartbeat's
+        self.lock = threading.Condition()         # guards closing and applying
+        self.applying = False
 
     def label(self) -> str:
         return self.link.name if self.link else "?"
 
     def run(self) -> None:
+        """Waits for input with poll() (not in recv, so that it can say it is
+        applying input before it takes it from the socket), then applies it."""
         s = self.server
         s.log.event(f"peer-in #{self.id} {peer_addr(self.sock)} connected")
-        self.sock.settimeout(LINK_TIMEOUT)   # for the HELLO only
-        why = "closed by the neighbour"
-        while not self.closed:
+        hello_by = time.monotonic() + LINK_TIMEOUT
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        why: Optional[str] = None
+        while not self.closed and why is None:
+            wait = None if self.link else max(hello_by - time.monotonic(), 0) * 1000
             try:
-                data = self.sock.recv(RECV_SIZE)
-            except socket.timeout:
-                why = "no HELLO in time"
-                break
+                ready = poller.poll(wait)
             except InterruptedError:
                 continue
-            except OSError as e:
-                why = f"read error: {e}"
+            if not ready:
+                why = "no HELLO in time"
                 break
-            if not data:
-                for line in self.lines.finish():
-                    self.line_received(line)
-                break
-            self.last_heard = time.monotonic()
-            lines, too_long = self.lines.feed(data)
-            for line in lines:
-                if not self.line_received(line):
-                    break
-            self.floods.send()
-            s.log.flush()
-            if too_long:
-                why = "line too long"
-                break
-        self.close(self.why or why)
+            with self.lock:
+                self.applying = True
+            try:
+                why = self.apply_input()
+            finally:
+                with self.lock:
+                    self.applying = False
+                    self.lock.notify_all()
+        self.close(self.why or why or "closed")
         s.log.flush()
 
-    def write(self, data: bytes) -> None:
-        """WELCOME, REFUSED and PONG: only this thread writes here."""
+    def apply_input(self) -> Optional[str]:
+        """One read's lines into the store and out as floods; why it ended, if so."""
         try:
-            self.sock.sendall(data)
+            data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as e:
+            return f"read error: {e}"
+        if not data:
+            for line in self.lines.finish():
+                self.line_received(line)
+            return "closed by the neighbour"
+        self.last_heard = time.monotonic()
+        lines, too_long = self.lines.feed(data)
+        for line in lines:
+            if not self.line_received(line):
+                break
+        self.floods.send()
+        self.server.log.flush()
+        return "line too long" if too_long else None
+
+    def wait_applied(self, deadline: float) -> None:
+        """Until what the neighbour has sent us is in the store (or deadline):
+        a client's thread calls it before a WHATSAT reads the store."""
+        poller = select.poll()
+        with self.lock:
+            if self.closed:
+                return
+            poller.register(self.sock, select.POLLIN)
+            while not self.closed and (self.applying or poller.poll(0)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.lock.wait(remaining)
+
+    def write(self, data: bytes) -> None:
+        """WELCOME, REFUSED and PONG: only this thread writes here, and never
+        waits: a neighbour whose socket is too full for a PONG is not reading,
+        and its own heartbeat will drop the link. This thread must not block
+        but in poll(), or wait_applied would wait on it."""
+        try:
+            self.sock.send(data, socket.MSG_DONTWAIT)
         except OSError:
             pass  # the read side sees the failure
 
@@ -1483,8 +1524,7 @@ class PeerIn:
                 self.write(b"REFUSED not a neighbour\n")
                 self.close(f"refused HELLO from {esc(value)}: not a neighbour")
                 return
-            self.link = link
-            self.sock.settimeout(None)   # from now on the heartbeat watches it
+            self.link = link   # from now on the heartbeat watches it
             self.write(b"WELCOME " + s.name_bytes + b"\n")
             self.greeted_at = time.monotonic()
             s.link_greeted(link, self)
@@ -1786,6 +1826,20 @@ class Server:
         with self.conn_lock:
             self.conn_count += 1
             return self.conn_count
+
+    def apply_peer_input(self) -> None:
+        """Before a WHATSAT reads the store: waits until every update that has
+        reached us from a neighbour is applied. The neighbour wrote its flood
+        before its client's reply, so the bytes are in our socket, but our
+        PeerIn thread may not have run yet; a single-threaded loop would have
+        read them in an earlier turn (SPEC section 5: a client that has its AT
+        reply and asks a neighbour finds the update there). Bounded, so a
+        stuck thread never holds a client for long."""
+        deadline = time.monotonic() + PEER_SYNC_WAIT
+        for link in self.links:
+            conn = link.incoming
+            if conn is not None:
+                conn.wait_applied(deadline)
 
     def link_greeted(self, link: Link, conn: PeerIn) -> None:
         """A neighbour said HELLO. If our link to it is backing off, it is
