@@ -1890,11 +1890,28 @@ class Listener(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         self.serve = serve
         self.log = log
+        self.paused_at = -1e9
         super().__init__(addr, Handler)
 
     def shutdown_request(self, request: Any) -> None:
         """The connection's own code has closed it (or closes it now)."""
         self.close_request(request)
+
+    def get_request(self) -> Tuple[socket.socket, Any]:
+        """accept(), but out of descriptors it pauses: the listening socket
+        stays readable, and serve_forever would spin on accept() failing
+        (the Rust loop pauses accepting and retries from its timer queue)."""
+        try:
+            return super().get_request()
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                now = time.monotonic()
+                if now - self.paused_at > 1.0:
+                    self.log.event(f"accept paused: {e.strerror}; retrying every 100 ms")
+                    self.log.flush()
+                self.paused_at = now
+                time.sleep(0.1)  # only this accept thread waits
+            raise  # socketserver drops this attempt and polls again
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         self.log.event("internal error in a connection thread: "
