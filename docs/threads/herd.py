@@ -1208,23 +1208,33 @@ class ClientConn:
 
     def received(self, data: bytes) -> None:
         lines, too_long = self.lines.feed(data)
+        self.handle(lines)
+        if too_long and not self.closed:
+            self.close("line longer than 64 KiB")
+        self.end_turn()
+
+    def end_of_file(self) -> None:
+        self.handle(self.lines.finish())
+        if not self.closed:
+            self.eof = True
+            self.server.log.event(f"client#{self.id} sent EOF")
+        self.end_turn()
+
+    def handle(self, lines: List[bytes]) -> None:
         for line in lines:
             self.line_received(line)
             if self.closed:
                 return
-        if too_long:
-            self.close("line longer than 64 KiB")
-            return
-        self.reply()
 
-    def end_of_file(self) -> None:
-        for line in self.lines.finish():
-            self.line_received(line)
-            if self.closed:
-                return
-        self.eof = True
-        self.server.log.event(f"client#{self.id} sent EOF")
-        self.reply()
+    def end_turn(self) -> None:
+        """The replies go out; and the floods even if the client is gone (or
+        broke the line limit): the positions its earlier lines stored are
+        new, and the neighbours must have them now, not at the next catch-up."""
+        if self.closed:
+            self.floods.send()
+            self.server.log.flush()
+        else:
+            self.reply()
 
     def line_received(self, line: bytes) -> None:
         """Herd::client_line plus client_line_received in event_loop/clients.rs."""
@@ -1334,6 +1344,7 @@ class PeerOut:
         self.why = ""
         self.last_heard = time.monotonic()
         self.pings = self.pongs = 0
+        self.confirmed = False        # the PONG after the catch-up's PING came
         self.writer = threading.Thread(target=self.write_pending, daemon=True,
                                        name=f"peer-out {link.name}#{conn_id} writer")
 
@@ -1755,52 +1766,53 @@ class LinkThread:
                 link.set_state(s.log, "Up", "WELCOME received")
                 link.out = out
         s.log.flush()
-        confirmed = False
-        why = ""
-        while not why:
+        why = "internal error"  # if read_pongs raises: the link still goes down cleanly
+        try:
+            why = self.read_pongs(out, lines, early, count, len(catch_up), started)
+        finally:
+            with link.lock:
+                link.out = None
+            out.close(why)
+            out.writer.join()
+            if not out.confirmed:
+                s.log.event(f"link {link.name}: catch-up of {count} positions "
+                            f"({len(catch_up)} bytes) not confirmed before the link went down")
+            s.log.event(f"peer-out {link.name}#{out.id} closed: {out.why} "
+                        f"({out.pings} PINGs sent, {out.pongs} PONGs received)")
+        return out.why
+
+    def read_pongs(self, out: PeerOut, lines: LineBuffer, early: List[bytes],
+                   count: int, size: int, started: float) -> str:
+        """While the link is up: PONGs (the first confirms the catch-up), or a
+        REFUSED; returns why the link ended."""
+        s, link = self.server, self.link
+        while True:
             for line in early:
                 if line.split() == [b"PONG"]:
                     out.pongs += 1
-                    if not confirmed:
-                        confirmed = True
+                    if not out.confirmed:
+                        out.confirmed = True
                         ms = (time.monotonic() - started) * 1000
                         s.log.event(f"link {link.name}: catch-up of {count} positions sent "
-                                    f"({len(catch_up)} bytes) in {ms:.3f} ms")
+                                    f"({size} bytes) in {ms:.3f} ms")
                     continue
                 s.log.event(f"peer-out {link.name}#{out.id} < {esc(line)}")
                 kind, value = parse_peer_line(line)
                 if kind == "REFUSED":
-                    why = f"refused: {esc(value)}"
-                    break
+                    return f"refused: {esc(value)}"
                 if kind != "BLANK":
                     s.log.event(f"peer-out {link.name}: unexpected line ignored")
             s.log.flush()
-            if why:
-                break
             try:
-                data = out.sock.recv(RECV_SIZE)
-            except InterruptedError:
-                continue
+                data = out.sock.recv(RECV_SIZE)  # EINTR is retried by Python (PEP 475)
             except OSError as e:
-                why = out.why or f"read error: {e}"
-                break
+                return out.why or f"read error: {e}"
             if not data:
-                why = out.why or "closed by the neighbour"
-                break
+                return out.why or "closed by the neighbour"
             out.last_heard = time.monotonic()
             early, too_long = lines.feed(data)
             if too_long:
-                why = "line too long"
-        with link.lock:
-            link.out = None
-        out.close(why)
-        out.writer.join()
-        if not confirmed:
-            s.log.event(f"link {link.name}: catch-up of {count} positions "
-                        f"({len(catch_up)} bytes) not confirmed before the link went down")
-        s.log.event(f"peer-out {link.name}#{out.id} closed: {out.why} "
-                    f"({out.pings} PINGs sent, {out.pongs} PONGs received)")
-        return out.why
+                return "line too long"
 
 
 # ----- the server: store, links, the heartbeat (Herd + EventLoop in Rust) ------
