@@ -28,6 +28,7 @@ imports nothing from there. What differs is everything with a socket in it.
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import gc
 import getopt
@@ -43,7 +44,9 @@ import signal
 import socket
 import socketserver
 import ssl
+import struct
 import sys
+import termios
 import threading
 import time
 import traceback
@@ -1145,6 +1148,16 @@ def wait_for_socket(sock: socket.socket, events: int) -> int:
         return ready[0][1] if ready else 0
 
 
+def kernel_backlog(sock: socket.socket) -> int:
+    """Bytes in the socket's kernel send queue that the client has not taken
+    (SIOCOUTQ, which is TIOCOUTQ on Linux): replies waiting as much as ours."""
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("i", raw)[0])
+
+
 def shut(sock: socket.socket) -> None:
     """Wakes the thread blocked on sock (its recv returns b"" or fails)."""
     try:
@@ -1313,7 +1326,8 @@ class ClientConn:
                 self.close(f"connection lost: {e}")
                 return
             del self.unsent[:sent]
-        if len(self.unsent) > MAX_BACKLOG:
+        # Only once the socket is full: then the kernel's queue counts too.
+        if self.unsent and len(self.unsent) + kernel_backlog(self.sock) > MAX_BACKLOG:
             self.close("over 1 MiB of replies left unread")
 
     def close(self, why: str) -> None:
