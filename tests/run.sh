@@ -54,6 +54,10 @@ counterpart() {
 }
 counterpart asyncio asyncio/herd.py python3 "$@"
 counterpart threads threads/herd.py python3 "$@"
+if command -v python3 >/dev/null 2>&1; then
+    echo "== the Python-threads counterpart's unit tests (docs/threads/test_herd.py)"
+    python3 -m unittest discover -s docs/threads -p 'test_*.py'
+fi
 counterpart node node/herd.js node "$@"
 if [ -e docs/node/test.js ] && command -v node >/dev/null 2>&1; then
     echo "== the Node.js counterpart's unit tests (docs/node/test.js)"
