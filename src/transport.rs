@@ -216,6 +216,11 @@ impl LineReader {
         self.check(max)
     }
 
+    /// Bytes of an unfinished line held for the next read.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
     /// At end of file: the last line, if it had no `\n`, is still a line.
     pub fn finish(&mut self, mut on_line: impl FnMut(&[u8])) {
         if !self.partial.is_empty() {

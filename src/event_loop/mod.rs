@@ -48,7 +48,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -72,8 +72,9 @@ mod places;
 pub const CLIENT_LISTENER: Token = Token(usize::MAX - 1);
 /// The peer listener: neighbours dial this port, clients never see it.
 pub const PEER_LISTENER: Token = Token(usize::MAX - 2);
-/// SIGINT, SIGTERM (stop) and SIGHUP (reopen the log), delivered as a
-/// readiness event by `signal-hook-mio`.
+/// SIGINT, SIGTERM, SIGQUIT (stop cleanly), SIGHUP (reopen the log), and
+/// SIGUSR1, SIGUSR2 (logged, nothing else), delivered as a readiness event
+/// by `signal-hook-mio` (docs/reliability.md has the table).
 pub const SIGNALS: Token = Token(usize::MAX - 3);
 /// The Places resolver thread's wake-up (see [`crate::places::resolver`]).
 pub const WAKER: Token = Token(usize::MAX - 4);
@@ -81,6 +82,10 @@ pub const WAKER: Token = Token(usize::MAX - 4);
 /// How much one `read` takes, and so one connection's share of a turn. The
 /// buffer is shared by every connection, so an idle one owns no read buffer.
 const READ_CHUNK: usize = 64 * 1024;
+/// All connections' unfinished lines together may hold this much (Redis's
+/// `maxmemory-clients`, for partial lines): past it, the largest holders are
+/// closed until the total is back under three quarters of it.
+pub const UNFINISHED_BUDGET: usize = 32 * 1024 * 1024;
 /// After EMFILE, accepting is retried this much later rather than spinning.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -143,6 +148,8 @@ struct Slot {
     read_closed: bool,
     /// Done, but the socket has not taken everything yet: closes once it has.
     draining: Option<CloseReason>,
+    /// Bytes of an unfinished line its protocol holds, as last counted.
+    unfinished: usize,
     conn: Conn,
 }
 
@@ -180,6 +187,15 @@ impl Conn {
 
     fn is_peer(&self) -> bool {
         matches!(self, Conn::PeerOut { .. } | Conn::PeerIn { .. })
+    }
+
+    /// Bytes of an unfinished line held for the next read.
+    fn unfinished(&self) -> usize {
+        match self {
+            Conn::Client { proto, .. } => proto.unfinished(),
+            Conn::PeerIn { proto, .. } => proto.unfinished(),
+            Conn::PeerOut { .. } | Conn::Places(_) => 0,
+        }
     }
 }
 
@@ -219,6 +235,8 @@ pub struct EventLoop {
     actions: Vec<Action>,
     /// Connections whose last read filled the buffer: read again next turn.
     more_input: Vec<ConnRef>,
+    /// Bytes of unfinished lines held by all connections together.
+    unfinished: usize,
     /// Peers written to while handling an event: flushed before the client.
     dirty_peers: Vec<usize>,
     to_reap: Vec<usize>,
@@ -250,7 +268,9 @@ impl EventLoop {
         let poll = Poll::new().map_err(|e| io_err("cannot create the poll", e))?;
         let mut client_listener = bind(settings.client_addr)?;
         let mut peer_listener = bind(settings.peer_addr)?;
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        // Signals a user may send by habit must never kill the server
+        // silently and lose the turn's log: each one here is handled.
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
             .map_err(|e| io_err("cannot catch signals", e))?;
         let registry = poll.registry();
         registry
@@ -314,6 +334,7 @@ impl EventLoop {
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             actions: Vec::new(),
             more_input: Vec::new(),
+            unfinished: 0,
             dirty_peers: Vec::new(),
             to_reap: Vec::new(),
             next_gen: 0,
@@ -503,12 +524,46 @@ impl EventLoop {
             Input::Failed(e) => self.close(conn, CloseReason::Io(format!("read error: {e}"))),
         }
         self.read_buf = buf;
+        self.count_unfinished(conn);
         self.apply();
         self.flush_dirty_peers();
         self.herd.flush_state();
         // What a client is about to see is in the log first (one write per
         // read with logging on, skipped when nothing was logged).
         self.herd.log.flush();
+    }
+
+    /// Keeps the total of unfinished lines up to date after a read; past the
+    /// budget, the largest holders are closed. The scan over all connections
+    /// happens only then, and each one frees at least a quarter of the budget.
+    fn count_unfinished(&mut self, conn: ConnRef) {
+        let Some(slot) = self.conns.get_mut(conn.key).filter(|s| s.gen == conn.gen) else {
+            return;
+        };
+        let now = if slot.closing {
+            0
+        } else {
+            slot.conn.unfinished()
+        };
+        self.unfinished = self.unfinished - slot.unfinished + now;
+        slot.unfinished = now;
+        if self.unfinished <= UNFINISHED_BUDGET {
+            return;
+        }
+        let mut holders: Vec<(usize, ConnRef)> = self
+            .conns
+            .iter()
+            .filter(|(_, s)| !s.closing && s.unfinished > 0)
+            .map(|(key, s)| (s.unfinished, ConnRef { key, gen: s.gen }))
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, holder) in holders {
+            if self.unfinished <= UNFINISHED_BUDGET / 4 * 3 {
+                break;
+            }
+            self.close(holder, CloseReason::InputBudget);
+        }
+        self.apply();
     }
 
     /// Runs `f` on a live connection with the context its protocol needs.
@@ -632,7 +687,18 @@ impl EventLoop {
                             .event(format_args!("SIGHUP: cannot reopen the log: {e}"));
                     }
                 },
+                SIGUSR1 | SIGUSR2 => {
+                    let name = if signal == SIGUSR1 {
+                        "SIGUSR1"
+                    } else {
+                        "SIGUSR2"
+                    };
+                    self.herd.log.event(format_args!(
+                        "{name} received: ignored (SIGHUP reopens the log)"
+                    ));
+                }
                 SIGINT => self.stop = Some("SIGINT"),
+                SIGQUIT => self.stop = Some("SIGQUIT"),
                 _ => self.stop = Some("SIGTERM"),
             }
         }
@@ -720,6 +786,7 @@ impl EventLoop {
             more_input: false,
             read_closed: false,
             draining: None,
+            unfinished: 0,
             conn,
         });
         Some(me)
@@ -748,6 +815,7 @@ impl EventLoop {
         }
         slot.closing = true;
         self.to_reap.push(conn.key);
+        self.unfinished -= std::mem::take(&mut slot.unfinished);
         let herd = &mut self.herd;
         match &mut slot.conn {
             Conn::Client { proto, addr, .. } => {

@@ -61,6 +61,9 @@ pub enum CloseReason {
     /// The other side closed its sending half (or the whole connection).
     ClosedByPeer,
     LineTooLong,
+    /// Among the largest holders of unfinished lines when the server's
+    /// budget for them ran out.
+    InputBudget,
     /// A client that does not read its replies.
     RepliesUnread,
     /// A neighbour that does not read what we send it.
@@ -88,6 +91,9 @@ impl fmt::Display for CloseReason {
             CloseReason::DoneAfterEof => f.write_str("done after EOF"),
             CloseReason::ClosedByPeer => f.write_str("closed by the other side"),
             CloseReason::LineTooLong => f.write_str("line longer than 64 KiB"),
+            CloseReason::InputBudget => {
+                f.write_str("one of the largest unfinished lines when the server's budget ran out")
+            }
             CloseReason::RepliesUnread => f.write_str("over 1 MiB of replies left unread"),
             CloseReason::PeerBacklog => f.write_str("peer output backlog over its bound"),
             CloseReason::IdleTooLong => f.write_str("idle too long"),

@@ -203,6 +203,12 @@ impl ClientProtocol {
         self.closed = true;
     }
 
+    /// Bytes of an unfinished line held for the next read (the loop keeps
+    /// their total across connections under a budget).
+    pub fn unfinished(&self) -> usize {
+        self.lines.pending()
+    }
+
     /// True once the client has half-closed and every reply is in the
     /// transport: the loop closes the connection when the transport is empty.
     pub fn is_done(&self) -> bool {

@@ -57,6 +57,9 @@ pub struct Herd {
     pub heartbeats_sent: u64,
     pub heartbeats_received: u64,
     pub jitter: Jitter,
+    /// How many state writes have failed since the last one that worked,
+    /// while the state file is failing (logged once per episode).
+    pub state_failures: Option<u64>,
 }
 
 /// The client port's limits, from the command line.
@@ -99,6 +102,7 @@ impl Herd {
             heartbeats_sent: 0,
             heartbeats_received: 0,
             jitter: Jitter::new(),
+            state_failures: None,
         }
     }
 
@@ -154,8 +158,17 @@ impl Herd {
                     // Its AT line could not travel to the neighbours.
                     return invalid(line);
                 }
+                if !self.store.is_new(req.client, req.time_ns, &at) {
+                    let mut reply = at;
+                    reply.push(b'\n');
+                    return ClientAction::Reply(reply);
+                }
+                // Durable before acknowledged: an IAMAT whose record cannot
+                // be written is not answered with AT (docs/reliability.md).
+                if !self.write_state_now(&at) {
+                    return invalid(line);
+                }
                 if self.store.update(req.client, req.time_ns, &at) {
-                    self.persist(&at);
                     ClientAction::ReplyAndFlood(at)
                 } else {
                     let mut reply = at;
@@ -210,12 +223,44 @@ impl Herd {
         }
     }
 
-    /// Writes the recorded positions to the state file: called before the
-    /// turn's replies go out, so what a client saw acknowledged is written.
+    /// Writes a client's new position to the state file now; false if it
+    /// could not be written (true without a state file).
+    fn write_state_now(&mut self, at_line: &[u8]) -> bool {
+        let Some(state) = self.state.as_mut() else {
+            return true;
+        };
+        let result = state.write_now(at_line);
+        self.state_outcome(result)
+    }
+
+    /// Writes what neighbours sent to the state file (they are not
+    /// acknowledged, so this waits for the end of the read).
     pub fn flush_state(&mut self) {
-        if let Some(Err(e)) = self.state.as_mut().map(|s| s.flush()) {
-            self.log
-                .event(format_args!("state file: write failed: {e}"));
+        if let Some(result) = self.state.as_mut().map(|s| s.flush()) {
+            self.state_outcome(result);
+        }
+    }
+
+    /// Logs a failing state file once per episode, and its recovery.
+    fn state_outcome(&mut self, result: std::io::Result<()>) -> bool {
+        match result {
+            Ok(()) => {
+                if let Some(failed) = self.state_failures.take() {
+                    self.log.event(format_args!(
+                        "state file: writing again after {failed} failed writes; IAMATs are acknowledged again"
+                    ));
+                }
+                true
+            }
+            Err(e) => {
+                if self.state_failures.is_none() {
+                    self.log.event(format_args!(
+                        "state file: write failed: {e}; new IAMATs are answered with `?` until it can be written"
+                    ));
+                }
+                *self.state_failures.get_or_insert(0) += 1;
+                false
+            }
         }
     }
 
@@ -359,6 +404,56 @@ mod tests {
             ("34.068930", "-118.445127")
         );
         assert_eq!((q.radius_m.as_str(), q.bound), ("10000", 5));
+    }
+
+    #[test]
+    fn an_iamat_whose_record_cannot_be_written_is_not_acknowledged() {
+        let dir = std::env::temp_dir().join(format!("herd-state-unit-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("state");
+        let _ = std::fs::remove_file(&path);
+        let mut h = herd();
+        let (mut state, _) = state::StateFile::open(&path).unwrap();
+        state.fail_writes().unwrap();
+        h.state = Some(state);
+        let line: &[u8] = b"IAMAT kiwi +1-1 5";
+        assert_eq!(
+            h.client_line(line, 10),
+            ClientAction::Reply(b"? IAMAT kiwi +1-1 5\n".to_vec())
+        );
+        assert!(h.store.get(b"kiwi").is_none(), "not stored, so not flooded");
+        h.client_line(line, 10);
+        assert_eq!(h.state_failures, Some(2), "one episode, counted");
+        // Space comes back: acknowledged again, and the record is whole.
+        h.state.as_mut().unwrap().heal().unwrap();
+        assert!(matches!(
+            h.client_line(line, 10),
+            ClientAction::ReplyAndFlood(_)
+        ));
+        assert_eq!(h.state_failures, None);
+        let (_, loaded) = state::StateFile::open(&path).unwrap();
+        assert_eq!(loaded.positions.len(), 1);
+        assert_eq!(loaded.skipped, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_iamat_whose_at_line_could_not_travel_is_refused() {
+        let mut h = herd();
+        let mut line = b"IAMAT ".to_vec();
+        line.extend(std::iter::repeat_n(b'k', MAX_PEER_LINE));
+        line.extend_from_slice(b" +1-1 5");
+        assert!(
+            matches!(h.client_line(&line, 10), ClientAction::Reply(r) if r.starts_with(b"? IAMAT"))
+        );
+        // The longest IAMAT the client port takes fits a peer line.
+        let mut line = b"IAMAT ".to_vec();
+        let id_len = crate::protocol::client::MAX_LINE - line.len() - b" +1-1 5".len();
+        line.extend(std::iter::repeat_n(b'k', id_len));
+        line.extend_from_slice(b" +1-1 5");
+        assert!(
+            matches!(h.client_line(&line, 10), ClientAction::ReplyAndFlood(at) if at.len() <= MAX_PEER_LINE)
+        );
     }
 
     #[test]

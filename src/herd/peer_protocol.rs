@@ -379,6 +379,11 @@ impl PeerInProtocol {
         self.close(ctx, CloseReason::ClosedByPeer);
     }
 
+    /// Bytes of an unfinished line held for the next read.
+    pub fn unfinished(&self) -> usize {
+        self.lines.pending()
+    }
+
     /// The HELLO timer came due: a connection that has not greeted is dropped.
     pub fn hello_timer(&mut self, ctx: &mut Ctx) {
         if self.link.is_none() {
