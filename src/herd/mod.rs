@@ -236,7 +236,13 @@ impl Herd {
     /// Writes what neighbours sent to the state file (they are not
     /// acknowledged, so this waits for the end of the read).
     pub fn flush_state(&mut self) {
-        if let Some(result) = self.state.as_mut().map(|s| s.flush()) {
+        // Only a write that was tried says whether the file works.
+        if let Some(result) = self
+            .state
+            .as_mut()
+            .filter(|s| s.has_pending())
+            .map(|s| s.flush())
+        {
             self.state_outcome(result);
         }
     }

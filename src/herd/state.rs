@@ -144,6 +144,11 @@ impl StateFile {
         result
     }
 
+    /// True when records are queued and not yet written.
+    pub fn has_pending(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     /// Records and writes one position at once: the caller acknowledges it
     /// only if this succeeds.
     pub fn write_now(&mut self, at_line: &[u8]) -> io::Result<()> {
