@@ -251,6 +251,7 @@ fn a_megabyte_line_is_disconnected_while_others_are_served() {
 fn a_client_that_never_reads_is_disconnected_while_others_are_served() {
     let (_dir, server) = lone("noread");
     let mut greedy = server.connect();
+    shrink_receive_buffer(&greedy.stream, 4096);
     greedy
         .stream
         .set_write_timeout(Some(Duration::from_millis(200)))

@@ -490,6 +490,22 @@ pub fn data_segments_received(stream: &TcpStream) -> u32 {
     u32::from_ne_bytes([field[0], field[1], field[2], field[3]])
 }
 
+/// Shrinks a socket's receive buffer (`SO_RCVBUF`), so that the kernel holds
+/// little of what a server sends to a client that does not read: the
+/// server's own backlog rule then meets it after a few hundred kilobytes
+/// rather than megabytes, whatever the implementation.
+pub fn shrink_receive_buffer(stream: &TcpStream, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const i32, len: u32) -> i32;
+    }
+    const SOL_SOCKET: i32 = 1;
+    const SO_RCVBUF: i32 = 8;
+    // SAFETY: a valid socket and a pointer to one i32 of the given length.
+    let rc = unsafe { setsockopt(stream.as_raw_fd(), SOL_SOCKET, SO_RCVBUF, &bytes, 4) };
+    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF) failed");
+}
+
 /// A test client: raw bytes over TCP, reads with deadlines.
 pub struct Client {
     pub stream: TcpStream,
