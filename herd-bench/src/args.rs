@@ -14,6 +14,8 @@ pub enum Scenario {
     Flood,
     Whatsat,
     Limit,
+    /// One connection floods blank lines; a probe's IAMAT latency is measured.
+    Fairness,
     Compare,
 }
 
@@ -26,6 +28,7 @@ impl Scenario {
             Scenario::Flood => "flood",
             Scenario::Whatsat => "whatsat",
             Scenario::Limit => "limit",
+            Scenario::Fairness => "fairness",
             Scenario::Compare => "compare",
         }
     }
@@ -37,6 +40,7 @@ impl Scenario {
             Scenario::Flood,
             Scenario::Whatsat,
             Scenario::Limit,
+            Scenario::Fairness,
             Scenario::Compare,
         ]
         .into_iter()
@@ -173,7 +177,9 @@ fn spec() -> getopts::Options {
 pub fn usage() -> String {
     let brief = "Usage: herd-bench [SCENARIO] [OPTIONS]\n\n\
         Drives a proxy-herd over 127.0.0.1 and prints a table (and JSON).\n\
-        SCENARIO: iamat (default), idle, flood, whatsat, limit, compare.\n\
+        SCENARIO: iamat (default), idle, flood, whatsat, limit, fairness, compare.\n\
+        fairness: one connection floods blank lines while a probe sends one\n\
+        IAMAT at a time; the probe's latency is what the flood costs others.\n\
         Without --target, starts the herd itself (release builds) with\n\
         places-offline, in a temporary folder, and stops it at the end.";
     spec().usage(brief)
