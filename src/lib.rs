@@ -12,6 +12,8 @@
 //!   peer authentication and the state file.
 //! - [`places`]: the Places client: HTTP/1.1 over TLS, and the Google-style JSON printer.
 //! - [`offline`]: the offline Places service (`places-offline`).
+//! - [`tls`]: the one TLS transport (Places, `places-offline`, peer links), peer-link
+//!   TLS configuration and `proxy-herd certs`.
 //! - [`log`]: the buffered event log.
 //! - [`cli`]: the `proxy-herd` command line.
 //! - [`bench`](mod@bench): `herd-bench`, which drives a running herd (either implementation)
@@ -26,4 +28,5 @@ pub mod offline;
 pub mod places;
 pub mod protocol;
 pub mod timers;
+pub mod tls;
 pub mod transport;
