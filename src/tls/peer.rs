@@ -44,6 +44,12 @@ pub const REFUSE_PLAINTEXT: &[u8] = b"REFUSED this peer port speaks TLS (--peer-
 /// logs it, quoted, as "the other side speaks plaintext".
 pub const REFUSE_TLS: &[u8] = b"REFUSED this peer port speaks plaintext (no --peer-cert)\n";
 
+/// The refusal for a HELLO whose name is not in the dialer's certificate
+/// (after [`check_claimed_name`] failed).
+pub fn wrong_name_refusal(name: &str) -> String {
+    format!("REFUSED certificate not for {name}\n")
+}
+
 /// The three files, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerTlsFiles {
