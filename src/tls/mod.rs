@@ -3,6 +3,8 @@
 //! - [`transport`]: the TLS transport (all of rustls's plumbing), generic over
 //!   rustls's client and server connections; the Places client,
 //!   `places-offline` and peer links all use it;
+//! - [`link`]: a peer connection's transport, plaintext or TLS, behind the
+//!   plaintext transport's methods, turning the other kind away in words;
 //! - [`peer`]: peer-link TLS (`--peer-cert`, `--peer-key`, `--peer-ca`): the
 //!   herd CA as the only trust anchor, certificates checked both ways, and the
 //!   check that a neighbour's HELLO names a server its certificate is for;
@@ -14,6 +16,7 @@
 //! [`crate::offline::tls`].
 
 pub mod certs;
+pub mod link;
 pub mod peer;
 pub mod transport;
 
