@@ -155,12 +155,16 @@ impl Conn {
     /// Drives the connection as far as it can go now: read, answer, write,
     /// and the closing steps. Called on every readiness event and timer.
     fn pump(&mut self, cx: &mut Context) {
-        let now = Instant::now();
         while matches!(
             self.phase,
             Phase::Handshaking | Phase::Open | Phase::HalfClosed
         ) {
             let got = self.read_records(cx);
+            // Read after the records: the transport sends the handshake's
+            // flight while it reads, so the client's answer (and requests)
+            // can arrive within one read, and a delay counts from the
+            // request's arrival, never from before it.
+            let now = Instant::now();
             let served = self.data_received(cx, now);
             self.release_due(now);
             self.write_records(cx);
