@@ -447,7 +447,8 @@ impl<C: TlsConnection> TlsTransport<C> {
 
     fn send(&mut self) -> io::Result<()> {
         loop {
-            if self.sent < self.out.len() && !self.is_handshaking() {
+            let taking = matches!(self.closing, Closing::Open | Closing::Requested);
+            if taking && self.sent < self.out.len() && !self.is_handshaking() {
                 match self.tls.writer().write(&self.out[self.sent..]) {
                     Ok(n) => self.sent += n,
                     Err(e) => return Err(e),
