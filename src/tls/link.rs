@@ -339,3 +339,172 @@ mod tests {
         assert!(!inc.take_handshake_done());
     }
 }
+
+/// What TLS costs a peer link, measured without the loop: a full mutual
+/// handshake, and the encryption and decryption of AT lines, in memory and
+/// over a loopback pair. `cargo test --release --lib tls::link::cost --
+/// --ignored --nocapture`; the figures are in docs/reliability.md.
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use crate::tls::certs::{HerdCa, Validity};
+    use crate::tls::peer::PeerTls;
+    use mio::{Events, Interest, Poll, Token};
+    use std::io::{Read, Write};
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    const AT: &[u8] =
+        b"AT Riley +0.000311000 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n";
+
+    fn tls(ca: &HerdCa, name: &str) -> PeerTls {
+        let issued = ca.issue(name, Validity::from_now(1)).unwrap();
+        PeerTls::from_pem(
+            name,
+            (issued.cert_pem.as_bytes(), Path::new("c")),
+            (issued.key_pem.as_bytes(), Path::new("k")),
+            (ca.cert_pem().as_bytes(), Path::new("ca")),
+        )
+        .unwrap()
+    }
+
+    /// Moves records from one side to the other, in memory, and reads the
+    /// plaintext they carried; returns (bytes on the wire, plaintext bytes).
+    fn transfer(from: &mut Connection, to: &mut Connection) -> (usize, usize) {
+        let mut wire = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut wire).unwrap();
+        }
+        let mut rd = &wire[..];
+        let mut plain = 0;
+        let mut sink = [0u8; 16 * 1024];
+        while !rd.is_empty() {
+            to.read_tls(&mut rd).unwrap();
+            to.process_new_packets().unwrap();
+            while let Ok(n) = to.reader().read(&mut sink) {
+                if n == 0 {
+                    break;
+                }
+                plain += n;
+            }
+        }
+        (wire.len(), plain)
+    }
+
+    fn linked(riley: &PeerTls, jaquez: &PeerTls) -> (Connection, Connection) {
+        let mut c = Connection::from(riley.dial("Jaquez").unwrap());
+        let mut s = Connection::from(jaquez.accept().unwrap());
+        while c.is_handshaking() || s.is_handshaking() || c.wants_write() || s.wants_write() {
+            transfer(&mut c, &mut s);
+            transfer(&mut s, &mut c);
+        }
+        (c, s)
+    }
+
+    fn per(d: Duration, n: usize) -> f64 {
+        d.as_secs_f64() * 1e6 / n as f64
+    }
+
+    #[test]
+    #[ignore = "a measurement; run in release with --ignored --nocapture"]
+    fn cost() {
+        let ca = HerdCa::new("bench CA", Validity::from_now(1)).unwrap();
+        let (riley, jaquez) = (tls(&ca, "Riley"), tls(&ca, "Jaquez"));
+
+        let n = 300;
+        let t = Instant::now();
+        for _ in 0..n {
+            linked(&riley, &jaquez);
+        }
+        println!(
+            "mutual TLS 1.3 handshake, ECDSA P-256, both sides' CPU: {:.0} us",
+            per(t.elapsed(), n)
+        );
+
+        let (mut c, mut s) = linked(&riley, &jaquez);
+        for batch in [1usize, 16, 256] {
+            let updates = 200_000;
+            // As the transport does: the lines of one turn, one write.
+            let lines = AT.repeat(batch);
+            let mut wire = 0;
+            let t = Instant::now();
+            for _ in 0..updates / batch {
+                c.writer().write_all(&lines).unwrap();
+                let (w, plain) = transfer(&mut c, &mut s);
+                assert_eq!(plain, lines.len());
+                wire += w;
+            }
+            println!(
+                "{batch:>3} AT lines per flush: {:.3} us per update to encrypt and decrypt, {:.1} bytes on the wire for {} of text",
+                per(t.elapsed(), updates),
+                wire as f64 / updates as f64,
+                AT.len()
+            );
+        }
+
+        // Relink over loopback: connect to handshake done at both ends, and
+        // to the acceptor reading HELLO (what the loop waits for).
+        let mut poll = Poll::new().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut events = Events::with_capacity(16);
+        let (mut plain_total, mut tls_total) = (Duration::ZERO, Duration::ZERO);
+        let rounds = 200;
+        for round in 0..2 * rounds {
+            let use_tls = round % 2 == 1;
+            let t = Instant::now();
+            let mut dialled = mio::net::TcpStream::connect(addr).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            accepted.set_nonblocking(true).unwrap();
+            let mut accepted = mio::net::TcpStream::from_std(accepted);
+            let both = Interest::READABLE | Interest::WRITABLE;
+            poll.registry()
+                .register(&mut dialled, Token(1), both)
+                .unwrap();
+            poll.registry()
+                .register(&mut accepted, Token(2), both)
+                .unwrap();
+            let (mut out, mut inc) = if use_tls {
+                (
+                    PeerTransport::dialled(dialled, riley.dial("Jaquez").unwrap()),
+                    PeerTransport::accepted(accepted, jaquez.accept().unwrap()),
+                )
+            } else {
+                (
+                    PeerTransport::plain(Transport::new(dialled)),
+                    PeerTransport::plain(Transport::new(accepted)),
+                )
+            };
+            out.write(b"HELLO Riley\n");
+            let mut heard = Vec::new();
+            let mut buf = [0u8; 4096];
+            while heard.len() < 12 {
+                out.flush().unwrap();
+                let _ = out.read(&mut buf);
+                match inc.read(&mut buf) {
+                    Ok(n) => heard.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+                inc.flush().unwrap();
+                if heard.len() < 12 {
+                    poll.poll(&mut events, Some(Duration::from_millis(50)))
+                        .unwrap();
+                }
+            }
+            let took = t.elapsed();
+            if use_tls {
+                tls_total += took;
+            } else {
+                plain_total += took;
+            }
+            let _ = poll.registry().deregister(out.stream_mut());
+            let _ = poll.registry().deregister(inc.stream_mut());
+        }
+        println!(
+            "loopback, connect to HELLO read by the acceptor: plaintext {:.0} us, TLS {:.0} us",
+            per(plain_total, rounds),
+            per(tls_total, rounds)
+        );
+    }
+}
