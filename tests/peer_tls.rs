@@ -358,11 +358,12 @@ fn bytes_flipped_or_injected_on_the_path_break_the_link_and_are_never_stored() {
         p.herd.wait_everywhere("kiwi.cs.ucla.edu", &at);
         assert_eq!(p.herd.known_at("Jaquez", "evil.example"), None);
     }
+    // (The test's own WHATSATs for evil.example are in the log as client lines.)
     let log = p.herd.server("Jaquez").log_text();
-    assert!(
-        !log.contains("evil.example"),
-        "the injected line reached the log as a line"
-    );
+    let heard = log
+        .lines()
+        .find(|l| l.contains("peer-in") && l.contains("evil.example"));
+    assert_eq!(heard, None, "the injected line was read as a peer line");
 }
 
 #[test]
@@ -404,16 +405,12 @@ fn certificates_from_another_ca_for_another_name_or_expired_are_refused() {
             assert!(answer.contains("REFUSED"), "{what}: {answer}");
         }
     }
-    let log = herd.server("Jaquez").log_text();
+    // The log is written once per turn: wait for the refusals to reach it.
+    let log = wait_for("Jaquez to log the refusals", || {
+        let log = herd.server("Jaquez").log_text();
+        (log.to_lowercase().contains("expired") && log.contains("not for Riley")).then_some(log)
+    });
     assert!(!log.contains("link from Riley: up"), "{log}");
-    assert!(
-        log.to_lowercase().contains("expired"),
-        "the expired certificate is not logged: {log}"
-    );
-    assert!(
-        log.contains("not for Riley"),
-        "the wrong name is not logged: {log}"
-    );
     // And the real Riley still links.
     let good = PeerTls::load(&pki.files("Riley"), "Riley").unwrap();
     let answer = dial_and_greet(jaquez_peer, good.client_config(), "Jaquez", "HELLO Riley");
@@ -506,15 +503,16 @@ fn a_tls_herd_of_five_floods_catches_up_and_rejoins() {
     herd.wait_everywhere("kiwi.cs.ucla.edu", &at);
     let i = herd.index("Campbell");
     start_tls(&mut herd, &pki, i, None);
-    // Rejoin: its neighbours dial back on its HELLO, not on their backoff.
+    // Rejoin: linked both ways with each neighbour again, its HELLO heard
+    // over TLS. (Whether a neighbour dials back on that HELLO or on its own
+    // backoff timer is a race with the handshake's time, which a loaded
+    // machine stretches; tests/herd.rs checks the dial-back itself.)
     herd.wait_links_up("Campbell");
     for n in ["Juzang", "Bernard"] {
         herd.wait_links_up(n);
-        wait_for(&format!("{n} to dial back on Campbell's HELLO"), || {
-            herd.server(n)
-                .log_text()
-                .contains("link Campbell: HELLO from it, dialing back now")
-                .then_some(())
+        wait_for(&format!("{n} to hear Campbell's HELLO again"), || {
+            let log = herd.server(n).log_text();
+            (count(&log, "link from Campbell: up") >= 2).then_some(())
         });
     }
     assert_eq!(
