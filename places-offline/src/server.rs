@@ -44,6 +44,18 @@ const MAX_BACKLOG: usize = 1 << 20;
 /// How long a closed connection may keep sending before we drop it: reading
 /// until the peer's EOF avoids a reset that could destroy our last answer.
 const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// A TLS handshake not done in this long is dropped (a stalled client
+/// must not hold a slot and its buffers forever).
+const HANDSHAKE_TIME: Duration = Duration::from_secs(5);
+/// A connection that has sent nothing and is owed nothing for this long is
+/// closed, as Google's front ends do with idle keep-alive connections.
+const IDLE_TIME: Duration = Duration::from_secs(30);
+/// At most this many connections at once; past it new ones are closed at
+/// once (and logged), so a flood of them costs a bounded amount of memory.
+const MAX_CONNS: usize = 4096;
+/// After EMFILE, accepting is retried this much later (the listener is
+/// edge-triggered: the waiting connection would never be announced again).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// What a timer does when it fires. Each names a connection by slab key and
 /// by connection number, so a timer for a connection that has since closed
@@ -64,6 +76,22 @@ pub enum TimerEvent {
         /// Connection number.
         conn: u64,
     },
+    /// Drop the connection if its TLS handshake is still not done.
+    HandshakeDeadline {
+        /// Slab key.
+        key: usize,
+        /// Connection number.
+        conn: u64,
+    },
+    /// Close the connection if it has been idle for [`IDLE_TIME`].
+    IdleCheck {
+        /// Slab key.
+        key: usize,
+        /// Connection number.
+        conn: u64,
+    },
+    /// Accepting paused after EMFILE: try again.
+    ResumeAccepting,
 }
 
 /// How answers are shaped, from the command line.
@@ -134,6 +162,8 @@ struct Conn {
     /// second).
     requests: u64,
     phase: Phase,
+    /// The last readiness event on it (idle connections are closed).
+    last_active: Instant,
 }
 
 impl Conn {
@@ -451,6 +481,8 @@ pub struct EventLoop {
     next_number: u64,
     /// Slab keys of connections that reached `Closed` in this batch.
     closed: Vec<usize>,
+    /// Accepting is paused after EMFILE until a timer resumes it.
+    accept_paused: bool,
 }
 
 impl EventLoop {
@@ -481,6 +513,7 @@ impl EventLoop {
             log,
             next_number: 0,
             closed: Vec::new(),
+            accept_paused: false,
         })
     }
 
@@ -512,7 +545,12 @@ impl EventLoop {
                 match event.token() {
                     LISTENER => self.accept_connections(),
                     SIGNALS => stop |= self.signals.pending().next().is_some(),
-                    Token(key) => self.pump(key),
+                    Token(key) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.last_active = Instant::now();
+                        }
+                        self.pump(key)
+                    }
                 }
             }
             self.run_expired_timers();
@@ -528,17 +566,42 @@ impl EventLoop {
 
     /// Accepts until `WouldBlock` (asyncio's `create_server` callback).
     fn accept_connections(&mut self) {
+        if self.accept_paused {
+            return;
+        }
         loop {
             let (mut sock, peer) = match self.listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // Out of descriptors and the like: the next readiness retries.
-                    self.log.event(format_args!("error accept: {e}"));
+                Err(e) if matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) => {
+                    // Out of descriptors (or memory): the connection waits in
+                    // the backlog and no new edge will say so; retry from
+                    // the timer queue, not a spin.
+                    self.log.event(format_args!(
+                        "accept paused for {} ms: {e}",
+                        ACCEPT_RETRY.as_millis()
+                    ));
+                    self.accept_paused = true;
+                    self.timers.call_later(
+                        Instant::now(),
+                        ACCEPT_RETRY,
+                        TimerEvent::ResumeAccepting,
+                    );
                     return;
                 }
+                Err(e) => {
+                    // ECONNABORTED and the like concern one connection only.
+                    self.log.event(format_args!("error accept: {e}"));
+                    continue;
+                }
             };
+            if self.conns.len() >= MAX_CONNS {
+                self.log.event(format_args!(
+                    "refused {peer}: {MAX_CONNS} connections already open"
+                ));
+                continue;
+            }
             let tls = match ServerConnection::new(Arc::clone(&self.tls_config)) {
                 Ok(tls) => tls,
                 Err(e) => {
@@ -559,6 +622,7 @@ impl EventLoop {
                 self.log.event(format_args!("error register: {e}"));
                 continue;
             }
+            let now = Instant::now();
             entry.insert(Conn {
                 number: self.next_number,
                 key,
@@ -568,7 +632,16 @@ impl EventLoop {
                 owed: VecDeque::new(),
                 requests: 0,
                 phase: Phase::Handshaking,
+                last_active: now,
             });
+            let conn = self.next_number;
+            self.timers.call_later(
+                now,
+                HANDSHAKE_TIME,
+                TimerEvent::HandshakeDeadline { key, conn },
+            );
+            self.timers
+                .call_later(now, IDLE_TIME, TimerEvent::IdleCheck { key, conn });
         }
     }
 
@@ -592,8 +665,14 @@ impl EventLoop {
         let now = Instant::now();
         while let Some(event) = self.timers.pop_expired(now) {
             let (key, number) = match event {
-                TimerEvent::Answer { key, conn } | TimerEvent::DrainDeadline { key, conn } => {
-                    (key, conn)
+                TimerEvent::Answer { key, conn }
+                | TimerEvent::DrainDeadline { key, conn }
+                | TimerEvent::HandshakeDeadline { key, conn }
+                | TimerEvent::IdleCheck { key, conn } => (key, conn),
+                TimerEvent::ResumeAccepting => {
+                    self.accept_paused = false;
+                    self.accept_connections();
+                    continue;
                 }
             };
             // A timer for a connection whose slot now holds another is stale.
@@ -602,13 +681,50 @@ impl EventLoop {
             }
             match event {
                 TimerEvent::Answer { .. } => self.pump(key),
-                TimerEvent::DrainDeadline { .. } => {
-                    if let Some(conn) = self.conns.get_mut(key) {
-                        conn.phase = Phase::Closed;
-                        self.closed.push(key);
+                TimerEvent::DrainDeadline { .. } => self.drop_conn(key, None),
+                TimerEvent::HandshakeDeadline { .. } => {
+                    if self
+                        .conns
+                        .get(key)
+                        .is_some_and(|c| c.phase == Phase::Handshaking)
+                    {
+                        self.drop_conn(key, Some("TLS handshake not done in time"));
                     }
                 }
+                TimerEvent::IdleCheck { .. } => self.idle_check(key, now),
+                TimerEvent::ResumeAccepting => {}
             }
+        }
+    }
+
+    /// Frees a connection's slot at the end of the batch, logging why.
+    fn drop_conn(&mut self, key: usize, why: Option<&str>) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if let Some(why) = why {
+                self.log
+                    .event(format_args!("conn={} closed: {why}", conn.number));
+            }
+            conn.phase = Phase::Closed;
+            self.closed.push(key);
+        }
+    }
+
+    /// Closes a connection idle for [`IDLE_TIME`] that is owed nothing, or
+    /// looks again when it could next be.
+    fn idle_check(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let quiet = now.duration_since(conn.last_active);
+        if quiet >= IDLE_TIME && conn.owed.is_empty() {
+            self.drop_conn(key, Some("idle too long"));
+        } else {
+            let conn = conn.number;
+            let wait = IDLE_TIME
+                .saturating_sub(quiet)
+                .max(Duration::from_millis(10));
+            self.timers
+                .call_later(now, wait, TimerEvent::IdleCheck { key, conn });
         }
     }
 
