@@ -42,8 +42,8 @@ if stale; then
     exec 9>&-
 fi
 
-# JVM flags, each measured (docs/java/README.md): SerialGC and C1-only start
-# up faster; -Xss is for the threads the JVM starts itself (ours set their own).
+# The JVM runs with its defaults (G1, tiered JIT): -XX:+UseSerialGC and
+# -XX:TieredStopAtLevel=1 did not measurably shorten start-up (README).
 # HERD_JAVA_OPTS adds more, e.g. -Xlog:gc:file=gc.log to trace the collector.
 # shellcheck disable=SC2086
-exec java -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto ${HERD_JAVA_OPTS:-} -cp "$jar" herd.Main "$@"
+exec java ${HERD_JAVA_OPTS:-} -cp "$jar" herd.Main "$@"
