@@ -24,6 +24,10 @@ counterpart asyncio asyncio/herd.py python3 "$@"
 counterpart threads threads/herd.py python3 "$@"
 counterpart node node/herd.js node "$@"
 counterpart java java/herd.sh javac "$@"
+if command -v javac >/dev/null 2>&1; then
+    echo "== the Java counterpart's unit tests (docs/java/test.sh)"
+    docs/java/test.sh
+fi
 
 echo "== partitions across network namespaces"
 if [ "$(id -u)" = 0 ]; then
