@@ -98,6 +98,9 @@ final class ClientConn implements Runnable {
         } catch (IOException e) {
             close("connection lost: " + e.getMessage());
             return;
+        } catch (RuntimeException e) { // a bug must cost one connection, not a thread and a socket
+            close("internal error: " + e);
+            return;
         }
         String last = lines.finish();
         if (last != null) {

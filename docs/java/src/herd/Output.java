@@ -46,7 +46,15 @@ final class Output {
         unsent += data.length;
         if (!writing) {
             writing = true;
-            writers.execute(this::drain);
+            try {
+                writers.execute(this::drain);
+            } catch (RuntimeException | OutOfMemoryError e) { // no thread to be had
+                writing = false;
+                closed = true;
+                queue.clear();
+                onFail.failed("cannot start a writer: " + e); // the client's lock is ours already
+                return false;
+            }
         }
         return unsent > limit;
     }

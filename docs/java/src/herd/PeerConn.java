@@ -242,6 +242,8 @@ abstract class PeerConn {
             }
         } catch (IOException e) {
             close("select failed: " + e.getMessage());
+        } catch (RuntimeException e) { // a bug must cost the link (which comes back), not the thread
+            close("internal error: " + e);
         } finally {
             try {
                 selector.close(); // deregisters the channel, which lets its close finish

@@ -206,8 +206,8 @@ final class Places {
             Http.Response response = exchange(request, built.bytes(), deadline);
             status = response.status();
             rendered = PlacesReply.render(api, response.status(), response.body(), bound);
-        } catch (Failure f) {
-            String why = f.getMessage();
+        } catch (Failure | RuntimeException f) { // a bug still answers the client, with the error JSON
+            String why = f instanceof Failure ? f.getMessage() : "internal error: " + f;
             String json = PlacesReply.errorJson("Places request failed: " + why, "UNKNOWN_ERROR");
             rendered = PlacesReply.Rendered.failed(json, why);
         }
