@@ -5,7 +5,9 @@ import java.net.InetSocketAddress;
 import java.net.SocketTimeoutException;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ThreadLocalRandom;
+import java.util.concurrent.TimeUnit;
 
 /**
  * Our link to one neighbour (src/herd/link.rs; herd.py's Link), with a
@@ -28,6 +30,7 @@ final class Link implements Runnable {
     private int failures;
     private boolean rejoin;
 
+    private final CountDownLatch firstDial = new CountDownLatch(1); // HELLO sent, or the dial failed
     private volatile PeerOut up; // our connection while the link is Up
     private volatile PeerIn incoming; // the connection the neighbour dialed to us
 
@@ -58,6 +61,11 @@ final class Link implements Runnable {
         }
     }
 
+    /** Waits (a bounded time) until the first dial has sent its HELLO or failed. */
+    void awaitFirstDial(long ms) throws InterruptedException {
+        firstDial.await(ms, TimeUnit.MILLISECONDS);
+    }
+
     /** Dials, greets and serves one connection; returns why it ended. */
     private String connectAndServe() {
         long id = server.nextConnId();
@@ -72,13 +80,16 @@ final class Link implements Runnable {
             conn = new PeerOut(server, this, id, channel);
         } catch (SocketTimeoutException e) {
             closeQuietly(channel);
+            firstDial.countDown();
             return "timed out";
         } catch (IOException e) {
             closeQuietly(channel);
+            firstDial.countDown();
             return "dial failed: " + e.getMessage();
         }
         conn.send(("HELLO " + server.name + "\n").getBytes(StandardCharsets.ISO_8859_1));
         server.log.event("peer-out " + name + "#" + id + " > HELLO " + server.name);
+        firstDial.countDown();
         synchronized (this) {
             setState("Greeting", "connected, HELLO sent");
         }

@@ -17,8 +17,9 @@ import java.util.concurrent.ExecutionException;
 
 /**
  * proxy-herd in Java, a thread per connection (src/bin/proxy-herd.rs):
- * parse the command line, bind both ports, start one accept thread per port
- * and one thread per link, then wait for SIGINT or SIGTERM.
+ * parse the command line, open the client port, start one thread per link,
+ * open the peer port, start one accept thread per port, then wait for SIGINT
+ * or SIGTERM.
  */
 public final class Main {
     private Main() {}
@@ -99,6 +100,13 @@ public final class Main {
         CompletableFuture<String> stop = new CompletableFuture<>();
         Signals.install(stop, log);
 
+        // The client port first: a port in use is found before anything is
+        // sent. Then greet the neighbours, and only then open the peer port.
+        // A JVM takes a second or so to get from here to its first HELLO; a
+        // neighbour backing off from us that dialed our open peer port in that
+        // time would come in through its timer, not through the quick rejoin.
+        // This way it learns we are back from our HELLO (and if it dials back
+        // before the peer port is open, it retries after a 100 ms backoff).
         int clientPort = o.port() != null ? o.port() : me.client().port();
         ServerSocket clients;
         ServerSocketChannel peers;
@@ -107,6 +115,12 @@ public final class Main {
             clients = new ServerSocket();
             clients.setReuseAddress(true); // restart at once over old connections in TIME_WAIT
             clients.bind(new InetSocketAddress(clientHost, clientPort), BACKLOG);
+            for (Link link : server.links) {
+                start("link-" + link.name, link);
+            }
+            for (Link link : server.links) {
+                link.awaitFirstDial(3000);
+            }
             where = Server.show(peerHost, me.peer().port());
             peers = ServerSocketChannel.open();
             peers.setOption(StandardSocketOptions.SO_REUSEADDR, true);
@@ -119,6 +133,8 @@ public final class Main {
         } catch (IOException e) {
             System.err.println("herd.sh: cannot listen on " + where + ": " + e.getMessage());
             return 1;
+        } catch (InterruptedException e) {
+            return 1;
         }
         try {
             log.event(server.name + " listening for clients on "
@@ -130,9 +146,6 @@ public final class Main {
 
         start("accept-clients", () -> acceptClients(server, clients));
         start("accept-peers", () -> acceptPeers(server, peers));
-        for (Link link : server.links) {
-            start("link-" + link.name, link);
-        }
 
         String why;
         try {
