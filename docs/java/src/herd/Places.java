@@ -12,6 +12,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.GeneralSecurityException;
 import java.security.KeyStore;
+import java.security.KeyStoreException;
 import java.security.cert.CertPathBuilderException;
 import java.security.cert.CertPathValidatorException;
 import java.security.cert.Certificate;
@@ -29,13 +30,14 @@ import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLEngine;
 import javax.net.ssl.SSLException;
 import javax.net.ssl.SSLHandshakeException;
 import javax.net.ssl.SSLParameters;
 import javax.net.ssl.SSLSocket;
 import javax.net.ssl.TrustManager;
 import javax.net.ssl.TrustManagerFactory;
-import javax.net.ssl.X509TrustManager;
+import javax.net.ssl.X509ExtendedTrustManager;
 
 /**
  * HTTPS to Places (src/places/client.rs; herd.py's PlacesClient). Each
@@ -137,29 +139,131 @@ final class Places {
 
     private synchronized SSLContext context() throws GeneralSecurityException, IOException {
         if (tls == null) {
-            // The JDK's default roots, plus --places-ca.
-            TrustManagerFactory defaults = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
-            defaults.init((KeyStore) null);
-            KeyStore roots = KeyStore.getInstance(KeyStore.getDefaultType());
-            roots.load(null, null);
-            int n = 0;
-            for (TrustManager tm : defaults.getTrustManagers()) {
-                if (tm instanceof X509TrustManager x) {
-                    for (X509Certificate c : x.getAcceptedIssuers()) {
-                        roots.setCertificateEntry("default-" + n++, c);
-                    }
+            X509ExtendedTrustManager extra = null;
+            if (!extraCas.isEmpty()) {
+                KeyStore ks = KeyStore.getInstance(KeyStore.getDefaultType());
+                ks.load(null, null);
+                for (int i = 0; i < extraCas.size(); i++) {
+                    ks.setCertificateEntry("places-ca-" + i, extraCas.get(i));
                 }
+                extra = trustManager(ks);
             }
-            for (X509Certificate c : extraCas) {
-                roots.setCertificateEntry("places-ca-" + n++, c);
-            }
-            TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
-            tmf.init(roots);
             SSLContext ctx = SSLContext.getInstance("TLS");
-            ctx.init(null, tmf.getTrustManagers(), null);
+            ctx.init(null, new TrustManager[] {new EitherTrust(extra)}, null);
             tls = ctx;
         }
         return tls;
+    }
+
+    /** The PKIX trust manager of a key store (null: the JDK's default trust roots). */
+    private static X509ExtendedTrustManager trustManager(KeyStore ks) throws GeneralSecurityException {
+        TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+        tmf.init(ks);
+        for (TrustManager tm : tmf.getTrustManagers()) {
+            if (tm instanceof X509ExtendedTrustManager x) {
+                return x;
+            }
+        }
+        throw new KeyStoreException("no X.509 trust manager");
+    }
+
+    /**
+     * Trusts a server that the --places-ca certificates or the JDK's default
+     * roots vouch for (each check includes the host name). The default roots
+     * are loaded only when a chain needs them: with --places-ca pointing at
+     * the offline service's CA they never are, which spares a cold JVM's
+     * first handshake the parsing of some 150 certificates.
+     */
+    private static final class EitherTrust extends X509ExtendedTrustManager {
+        private final X509ExtendedTrustManager extra; // null without --places-ca
+        private X509ExtendedTrustManager defaults; // guarded by this, loaded on first need
+
+        EitherTrust(X509ExtendedTrustManager extra) {
+            this.extra = extra;
+        }
+
+        private synchronized X509ExtendedTrustManager defaults() throws CertificateException {
+            if (defaults == null) {
+                try {
+                    defaults = trustManager(null);
+                } catch (GeneralSecurityException e) {
+                    throw new CertificateException("cannot load the default trust roots: " + e.getMessage(), e);
+                }
+            }
+            return defaults;
+        }
+
+        private interface Check {
+            void run(X509ExtendedTrustManager tm) throws CertificateException;
+        }
+
+        private void either(Check check) throws CertificateException {
+            CertificateException first = null;
+            if (extra != null) {
+                try {
+                    check.run(extra);
+                    return;
+                } catch (CertificateException e) {
+                    first = e;
+                }
+            }
+            try {
+                check.run(defaults());
+            } catch (CertificateException e) {
+                if (first != null) {
+                    e.addSuppressed(first);
+                }
+                throw e;
+            }
+        }
+
+        @Override
+        public void checkServerTrusted(X509Certificate[] chain, String authType, Socket socket)
+                throws CertificateException {
+            either(tm -> tm.checkServerTrusted(chain, authType, socket));
+        }
+
+        @Override
+        public void checkServerTrusted(X509Certificate[] chain, String authType, SSLEngine engine)
+                throws CertificateException {
+            either(tm -> tm.checkServerTrusted(chain, authType, engine));
+        }
+
+        @Override
+        public void checkServerTrusted(X509Certificate[] chain, String authType) throws CertificateException {
+            either(tm -> tm.checkServerTrusted(chain, authType));
+        }
+
+        @Override
+        public void checkClientTrusted(X509Certificate[] chain, String authType, Socket socket)
+                throws CertificateException {
+            throw new CertificateException("this side is a client only");
+        }
+
+        @Override
+        public void checkClientTrusted(X509Certificate[] chain, String authType, SSLEngine engine)
+                throws CertificateException {
+            throw new CertificateException("this side is a client only");
+        }
+
+        @Override
+        public void checkClientTrusted(X509Certificate[] chain, String authType) throws CertificateException {
+            throw new CertificateException("this side is a client only");
+        }
+
+        @Override
+        public X509Certificate[] getAcceptedIssuers() {
+            List<X509Certificate> all = new ArrayList<>();
+            if (extra != null) {
+                all.addAll(List.of(extra.getAcceptedIssuers()));
+            }
+            try {
+                all.addAll(List.of(defaults().getAcceptedIssuers()));
+            } catch (CertificateException e) {
+                // only the extra ones, then
+            }
+            return all.toArray(new X509Certificate[0]);
+        }
     }
 
     /** The request's bytes, and how the log shows it (never the key): http.rs. */
