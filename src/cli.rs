@@ -14,37 +14,36 @@
 //!   server on another's port (when that one is down) is a legitimate test.
 //! - `--idle-timeout` takes 1..=31536000 seconds (one year), so adding it to
 //!   an `Instant` can never overflow; `--max-clients` takes 1..=1000000.
-//! - `--places-url` must start with `https://` or `http://`; `--places-ca` is
+//! - `--places-url` is checked by the Places client's own URL parser
+//!   (`https://` only: the key travels in every request); `--places-ca` is
 //!   not opened here: the Places client reads it at start-up.
 //! - An option given twice is an error (getopts' rule).
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use getopts::Options;
 
-use crate::herd::config::HerdConfig;
+use crate::event_loop::Settings;
+use crate::herd::auth::Secret;
+use crate::herd::config::{Addr, HerdConfig};
+use crate::herd::Limits;
+use crate::log::Log;
+use crate::places::http::Endpoint;
+use crate::places::PlacesSettings;
 
-/// The default Places endpoint: Google's legacy Nearby Search.
-pub const LEGACY_PLACES_URL: &str = "https://maps.googleapis.com/maps/api/place/nearbysearch/json";
-
-/// The default endpoint with `--places-api new`: Places API (New) Nearby Search.
-pub const NEW_PLACES_URL: &str = "https://places.googleapis.com/v1/places:searchNearby";
+/// The Places endpoints and API type are the Places client's own; the
+/// command line only names them.
+pub use crate::places::http::{
+    Api as PlacesApi, LEGACY_URL as LEGACY_PLACES_URL, NEW_URL as NEW_PLACES_URL,
+};
 
 /// The largest `--idle-timeout`: one year, far below what `Instant` arithmetic can hold.
 pub const MAX_IDLE_TIMEOUT_SECS: u64 = 365 * 24 * 60 * 60;
 
 /// The largest `--max-clients`.
 pub const MAX_MAX_CLIENTS: usize = 1_000_000;
-
-/// Which Places API the endpoint speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlacesApi {
-    /// Legacy Nearby Search: `GET .../nearbysearch/json?location=...`.
-    Legacy,
-    /// Places API (New): `POST .../v1/places:searchNearby`.
-    New,
-}
 
 /// Everything a server needs to start, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +166,10 @@ fn help_text(opts: &Options) -> String {
                  overrides its client port (its neighbours still dial the peer\n\
                  address in the herd file).";
     format!(
-        "{}\n\nEnvironment:\n    PLACES_API_KEY      the Google Places API key (never logged)",
+        "{}\n\nEnvironment:\n    PLACES_API_KEY      the Google Places API key (never logged)\n\n\
+         Signals:\n    SIGINT, SIGTERM     stop, with the log flushed (exit status 0)\n    \
+         SIGHUP              reopen the log file (for logrotate: docs/logging.md)\n\n\
+         The contract (protocol, herd file, logs, limits): docs/spec.md",
         opts.usage(brief).trim_end()
     )
 }
@@ -225,17 +227,14 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
             ))
         }
     };
+    // The Places client's own parser decides what a URL may be, so the
+    // command line refuses exactly what the client could not use.
     let places_url = match non_empty("--places-url", matches.opt_str("places-url"))? {
-        Some(url) if url.starts_with("https://") || url.starts_with("http://") => url,
-        Some(url) => {
-            return usage_error(format!(
-                "--places-url: expected an https:// or http:// URL, got {url:?}"
-            ))
-        }
-        None => match places_api {
-            PlacesApi::Legacy => LEGACY_PLACES_URL.to_string(),
-            PlacesApi::New => NEW_PLACES_URL.to_string(),
+        Some(url) => match Endpoint::parse(&url) {
+            Ok(_) => url,
+            Err(why) => return usage_error(format!("--places-url: {why}")),
         },
+        None => places_api.default_url().to_string(),
     };
     let places_ca = non_empty("--places-ca", matches.opt_str("places-ca"))?.map(PathBuf::from);
     let config_path = non_empty("--config", matches.opt_str("config"))?.map(PathBuf::from);
@@ -302,6 +301,65 @@ fn parse_port(text: &str) -> Result<u16, UsageError> {
         UsageError(format!(
             "bad PORT {text:?}: expected a number from 1 to 65535"
         ))
+    })
+}
+
+/// What the event loop needs, built from the command line: the herd's
+/// addresses resolved, the Places settings (the key from `PLACES_API_KEY`),
+/// the herd secret read. The log is opened by `main` (its failure is exit
+/// status 1, not a usage error); `settings.log` discards until then.
+pub fn server_settings(options: &ServerOptions) -> Result<Settings, String> {
+    let me = options
+        .herd
+        .server(&options.name)
+        .ok_or_else(|| format!("{} is not a server of the herd", options.name))?;
+    let resolve = |addr: &Addr| {
+        addr.to_socket_addrs()
+            .ok()
+            .and_then(|a| a.into_iter().next())
+            .ok_or_else(|| format!("cannot resolve {addr}"))
+    };
+    let mut client_addr = resolve(&me.client)?;
+    if let Some(port) = options.port {
+        client_addr.set_port(port);
+    }
+    let mut neighbours = Vec::new();
+    for name in &me.neighbours {
+        let spec = options
+            .herd
+            .server(name)
+            .ok_or_else(|| format!("unknown neighbour {name}"))?;
+        neighbours.push((name.clone(), vec![resolve(&spec.peer)?]));
+    }
+    let secret = match &options.herd_secret_file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read the herd secret file {}: {e}", path.display()))?;
+            Some(Secret::new(&bytes)?)
+        }
+        None => None,
+    };
+    Ok(Settings {
+        name: options.name.clone(),
+        client_addr,
+        peer_addr: resolve(&me.peer)?,
+        neighbours,
+        log: Log::discard(),
+        places: PlacesSettings {
+            endpoint: Endpoint::parse(&options.places_url)
+                .map_err(|e| format!("bad --places-url: {e}"))?,
+            api: options.places_api,
+            key: std::env::var("PLACES_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            ca_file: options.places_ca.clone(),
+        },
+        limits: Limits {
+            max_clients: options.max_clients,
+            idle_timeout: options.idle_timeout_secs.map(Duration::from_secs),
+        },
+        state_path: options.state_path.clone(),
+        secret,
     })
 }
 
@@ -430,6 +488,7 @@ mod tests {
                         "--idle-timeout",
                         "--version",
                         "PLACES_API_KEY",
+                        "SIGHUP",
                     ] {
                         assert!(text.contains(option), "help lacks {option}");
                     }
@@ -534,7 +593,11 @@ mod tests {
     fn bad_places_url() {
         fails(
             &["--places-url", "ftp://x", "Riley"],
-            "--places-url: expected an https://",
+            "--places-url: bad Places URL \"ftp://x\": only https:// is supported",
+        );
+        fails(
+            &["--places-url", "http://127.0.0.1:1/x", "Riley"],
+            "only https:// is supported",
         );
     }
 

@@ -2,7 +2,8 @@
 //!
 //! An update's `at_line` is canonical: parsing it again gives the same
 //! update, so a line flooded on through the herd never changes. Greetings
-//! carry valid server names, and a refusal's reason is trimmed.
+//! carry valid server names, nonces and proofs are 1 to 128 hex digits, and
+//! a refusal's reason is trimmed.
 
 #![no_main]
 
@@ -18,9 +19,13 @@ fuzz_target!(|line: &[u8]| {
             assert_eq!(parse_update(&update.at_line).as_ref(), Some(&update));
             assert!(update.at_line.starts_with(b"AT "));
         }
-        PeerMessage::Hello { name } | PeerMessage::Welcome { name } => {
+        PeerMessage::Hello { name, nonce } => {
             assert!(is_server_name(name));
+            assert!(nonce.is_none_or(is_token));
         }
+        PeerMessage::Welcome { name } => assert!(is_server_name(name)),
+        PeerMessage::Challenge { nonce, proof } => assert!(is_token(nonce) && is_token(proof)),
+        PeerMessage::Proof { proof } => assert!(is_token(proof)),
         PeerMessage::Refused { reason } => {
             assert!(!reason.first().is_some_and(|&b| is_space(b)));
             assert!(!reason.last().is_some_and(|&b| is_space(b)));
@@ -28,3 +33,8 @@ fuzz_target!(|line: &[u8]| {
         PeerMessage::Ping | PeerMessage::Pong | PeerMessage::Blank | PeerMessage::Invalid => {}
     }
 });
+
+/// What the parser accepts as a nonce or a proof (herd/auth.rs).
+fn is_token(t: &[u8]) -> bool {
+    (1..=128).contains(&t.len()) && t.iter().all(u8::is_ascii_hexdigit)
+}

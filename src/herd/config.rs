@@ -932,4 +932,27 @@ mod tests {
             assert_eq!(links(&herd), expected, "{file}");
         }
     }
+
+    /// docs/herds/graders/ holds the classic herds on the ports of the
+    /// course's public grading scripts (docs/grading.md): same servers and
+    /// links, only the client ports differ.
+    #[test]
+    fn grader_herds_are_the_classic_herds_on_the_graders_ports() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/herds");
+        for (grader, classic, first_port) in
+            [("cs131-ta", "hill", 8000), ("cs131-w22", "juzang", 9991)]
+        {
+            let herd = HerdConfig::load(&dir.join(format!("graders/{grader}.herd"))).unwrap();
+            let base = HerdConfig::load(&dir.join(format!("{classic}.herd"))).unwrap();
+            assert_eq!(herd.names(), base.names(), "{grader}");
+            assert_eq!(links(&herd), links(&base), "{grader}");
+            for (i, server) in herd.servers.iter().enumerate() {
+                assert_eq!(
+                    server.client,
+                    addr("127.0.0.1", first_port + i as u16),
+                    "{grader}"
+                );
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where the committed data and TLS files are, for the defaults.
-const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+const MANIFEST_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// How to misbehave, for tests of a client's error paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

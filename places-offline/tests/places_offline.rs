@@ -2,11 +2,11 @@
 //! 127.0.0.1, spoken to over HTTPS by a small blocking rustls client that
 //! trusts only `data/tls/ca.pem`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::process::{Child, Command};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
@@ -14,12 +14,15 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use serde_json::Value;
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_places-offline");
 const UCLA: &str = "location=34.068930,-118.445127";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+    common::repo_root().join(path)
 }
 
 fn temp_path(name: &str) -> PathBuf {
@@ -47,30 +50,8 @@ impl Drop for Server {
 }
 
 fn start(args: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // Read the first line on a thread so a hung child cannot hang the test.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let mut server = Server { child, port: 0 };
-    let line = rx.recv_timeout(TIMEOUT).expect("no 'listening on' line");
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .trim_end();
-    assert!(line.ends_with('\n'));
-    server.port = addr.rsplit(':').next().unwrap().parse().unwrap();
-    server
+    let (child, port) = common::spawn_places_offline(args);
+    Server { child, port }
 }
 
 fn client_config(ca: &str) -> Arc<ClientConfig> {
@@ -795,8 +776,8 @@ fn ucla_targets(n: usize) -> Vec<String> {
 #[test]
 #[ignore = "benchmark; run in release with --ignored --nocapture"]
 fn answer_cost() {
-    use proxy_herd::offline::api::{Request, Service};
-    use proxy_herd::offline::places::Places;
+    use places_offline::api::{Request, Service};
+    use places_offline::places::Places;
     let t0 = Instant::now();
     let places = Places::load(&repo("data/places/cities1000.tsv")).unwrap();
     let service = Service::new(places);

@@ -26,7 +26,7 @@ pub const API_KEY: &str = "bench-key";
 
 /// The repository: binaries, the CA, the asyncio herd.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 /// Overrides where `proxy-herd` and `places-offline` are taken from (the

@@ -1,9 +1,10 @@
 //! `places-offline`: the offline Places service. Parses the command line and
-//! maps errors to exit codes; the service is `proxy_herd::offline`.
+//! maps errors to exit codes; the service is the `places_offline` library beside it.
 
 use std::process::ExitCode;
 
-use proxy_herd::offline::{self, Command};
+use places_offline as offline;
+use places_offline::Command;
 
 fn main() -> ExitCode {
     let command = match offline::options::parse(std::env::args_os().skip(1)) {

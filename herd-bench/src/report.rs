@@ -219,6 +219,10 @@ impl Report {
                 Scenario::Whatsat,
                 "whatsat: WHATSAT ID 10 5 through places-offline, one in flight per client",
             ),
+            (
+                Scenario::Fairness,
+                "fairness: one IAMAT at a time from a probe while another connection floods blank lines",
+            ),
         ] {
             let rows = load_rows(sc);
             if !rows.is_empty() {

@@ -1,9 +1,10 @@
 //! `herd-bench`: parses the command line and maps errors to exit codes; the
-//! benchmark itself is `proxy_herd::bench`.
+//! benchmark itself is the `herd_bench` library beside it.
 
 use std::process::ExitCode;
 
-use proxy_herd::bench::{self, args::Command};
+use herd_bench as bench;
+use herd_bench::args::Command;
 
 fn main() -> ExitCode {
     let opts = match bench::args::parse(std::env::args_os().skip(1)) {

@@ -1,6 +1,6 @@
 //! The service's event loop (asyncio's `run_forever`): one thread, one
 //! `Poll`, a slab of TLS connections, the listener, SIGINT/SIGTERM as an
-//! event, and the crate's timer queue ([`crate::timers::Timers`], whose
+//! event, and the crate's timer queue ([`proxy_herd::timers::Timers`], whose
 //! payload here is [`TimerEvent`]). Each connection is a
 //! `Conn`: the TLS transport (`read_tls` → `process_new_packets` →
 //! plaintext; our queue of unsent plaintext → `writer()` → `write_tls`) and
@@ -28,8 +28,8 @@ use slab::Slab;
 use super::api::{Response, Service};
 use super::http::{self, redact_key, Outcome, MAX_BODY, MAX_HEAD};
 use super::options::FailMode;
-use crate::log::Log;
-use crate::timers::Timers;
+use proxy_herd::log::Log;
+use proxy_herd::timers::Timers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);

@@ -202,7 +202,7 @@ pub fn redact_key(target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::offline::places::Places;
+    use crate::places::Places;
 
     fn service() -> Service {
         Service::new(Places::parse(String::new()).unwrap())

@@ -2,12 +2,14 @@
 //! itself (the servers cargo built for this test, via `HERD_BENCH_BIN_DIR`),
 //! checked through its JSON. No timing thresholds: only that replies came.
 
-use std::path::PathBuf;
 use std::process::Command;
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
 
 #[test]
 fn iamat_run_reports_positive_throughput() {
-    let server = PathBuf::from(env!("CARGO_BIN_EXE_proxy-herd"));
+    let server = common::workspace_bin("proxy-herd");
     let bin_dir = server.parent().expect("binaries' folder");
     let json = std::env::temp_dir().join(format!("herd-bench-test-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_herd-bench"))

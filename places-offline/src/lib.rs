@@ -8,11 +8,11 @@
 //! - [`api`]: requests to answers, Google's JSON shapes (pure).
 //! - [`http`]: HTTP/1.1 request parsing and response framing (pure).
 //! - [`server`]: the mio event loop and the TLS connections; its timers are
-//!   the crate's [`crate::timers::Timers`].
+//!   the crate's [`proxy_herd::timers::Timers`].
 //! - [`tls`]: the certificate and key. The request log is the crate's
-//!   [`crate::log::Log`]; what goes into a line is decided in [`server`].
+//!   [`proxy_herd::log::Log`]; what goes into a line is decided in [`server`].
 //!
-//! The herd's own Places *client* is elsewhere, in `crate::places`.
+//! The herd's own Places *client* is elsewhere, in `proxy_herd::places`.
 
 pub mod api;
 pub mod http;
@@ -63,9 +63,9 @@ pub fn run(opts: Options) -> Result<(), Error> {
     let places = places::Places::load(&opts.data).map_err(|e| Error::Config(e.to_string()))?;
     let service = api::Service::new(places);
     let log = match &opts.log {
-        Some(path) => crate::log::Log::open(path)
+        Some(path) => proxy_herd::log::Log::open(path)
             .map_err(|e| Error::Config(format!("cannot open log {}: {e}", path.display())))?,
-        None => crate::log::Log::discard(),
+        None => proxy_herd::log::Log::discard(),
     };
     let behaviour = server::Behaviour {
         latency: opts.latency,

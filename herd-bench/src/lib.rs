@@ -14,6 +14,7 @@
 //! - [`stats`]: percentiles; [`report`]: tables and JSON; [`svg`]: the chart.
 
 pub mod args;
+pub mod fairness;
 pub mod flood;
 pub mod idle;
 pub mod launch;
@@ -137,7 +138,7 @@ fn header(opts: &Options, setup: String) -> Header {
 }
 
 fn proxy_log_timestamp(out: &mut String) {
-    crate::log::write_timestamp(out, SystemTime::now());
+    proxy_herd::log::write_timestamp(out, SystemTime::now());
 }
 
 /// Runs what `opts` asks for and returns the report (failed measurements are
@@ -192,6 +193,7 @@ fn run_target(opts: &Options) -> Result<Report, Error> {
     progress(&format!("{} against {addr}", opts.scenario.name()));
     let result = match opts.scenario {
         Scenario::Idle => idle::run(addr, opts.pid, opts.idle).map(Outcome::Idle),
+        Scenario::Fairness => measure_fairness(opts, addr, "target"),
         sc => load::run(&load_spec(opts, addr, sc, "target")).map(Outcome::Load),
     };
     report.measurements.push(Measurement {
@@ -329,8 +331,27 @@ fn measure(
             let pid = procs.pid(&format!("{}-{}", imp.name(), target.name));
             idle::run(target.client, pid, opts.idle).map(Outcome::Idle)
         }
+        Scenario::Fairness => measure_fairness(opts, target.client, &tag),
         _ => load::run(&load_spec(opts, target.client, sc, &tag)).map(Outcome::Load),
     }
+}
+
+/// The fairness scenario: a probe (one connection, one IAMAT at a time)
+/// while another connection floods blank lines; the probe's latency is
+/// what one flooding client costs everyone else.
+fn measure_fairness(opts: &Options, addr: SocketAddr, tag: &str) -> Result<Outcome, Error> {
+    let flooder = fairness::Flooder::start(addr, opts.duration + Duration::from_secs(5))?;
+    let mut spec = load_spec(opts, addr, Scenario::Iamat, tag);
+    spec.connections = 1;
+    spec.workload = Workload::Iamat { depth: 1 };
+    spec.rate = None;
+    let result = load::run(&spec);
+    let flooded = flooder.stop();
+    progress(&format!(
+        "fairness: the flooder sent {} MB meanwhile",
+        flooded / 1_000_000
+    ));
+    result.map(Outcome::Load)
 }
 
 /// The iamat load against the bench's own bare line server.

@@ -21,7 +21,7 @@ use serde_json::{json, Map, Number, Value};
 
 use super::index::Grid;
 use super::places::{Place, Places};
-use crate::places::google_json::write_string_body;
+use proxy_herd::places::google_json::write_string_body;
 
 /// At most this many places in any answer (Google's page size).
 pub const MAX_RESULTS: usize = 20;
@@ -120,7 +120,7 @@ impl Response {
 /// The one place JSON answers are turned into text.
 pub fn print_json(value: &Value) -> Vec<u8> {
     // Google's own text style, from the same printer the herd uses.
-    let mut text = crate::places::google_json::to_google_style(value);
+    let mut text = proxy_herd::places::google_json::to_google_style(value);
     text.push('\n');
     text.into_bytes()
 }
@@ -867,7 +867,10 @@ mod tests {
     fn gazetteer() -> &'static Service {
         static SERVICE: std::sync::OnceLock<Service> = std::sync::OnceLock::new();
         SERVICE.get_or_init(|| {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/places/cities1000.tsv");
+            let path = concat!(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
+                "/data/places/cities1000.tsv"
+            );
             Service::new(Places::load(std::path::Path::new(path)).unwrap())
         })
     }
@@ -877,7 +880,7 @@ mod tests {
     /// exactly its text at depth 2, as the printer indents each line by
     /// depth and escapes every newline inside strings.
     fn reference_fragment(place: &Place) -> String {
-        let text = crate::places::google_json::to_google_style(&legacy_place(place));
+        let text = proxy_herd::places::google_json::to_google_style(&legacy_place(place));
         format!("      {}", text.replace('\n', "\n      "))
     }
 

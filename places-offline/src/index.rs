@@ -227,12 +227,12 @@ mod tests {
 #[cfg(test)]
 mod real_data {
     use super::*;
-    use crate::offline::places::Places;
+    use crate::places::Places;
 
     #[test]
     fn grid_matches_brute_force_on_the_committed_places() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/places/cities1000.tsv");
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .join("data/places/cities1000.tsv");
         let places = Places::load(&path).unwrap();
         assert!(places.len() > 150_000);
         let coords = places.coordinates();
@@ -255,8 +255,8 @@ mod real_data {
     #[test]
     #[ignore]
     fn query_cost() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/places/cities1000.tsv");
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .join("data/places/cities1000.tsv");
         let coords = Places::load(&path).unwrap().coordinates();
         let grid = Grid::build(&coords);
         let centres: Vec<(f64, f64)> = coords.iter().step_by(17).copied().collect();
