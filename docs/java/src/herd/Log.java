@@ -44,33 +44,34 @@ final class Log {
             if (closed) {
                 return;
             }
-            // Stamped under the lock, so the file's stamps never go backwards.
-            Instant now = Instant.now();
-            if (now.getEpochSecond() != stampSecond) {
-                stampSecond = now.getEpochSecond();
-                LocalDateTime t = LocalDateTime.ofEpochSecond(stampSecond, 0, ZoneOffset.UTC);
-                stampPrefix = String.format("%04d-%02d-%02dT%02d:%02d:%02d.", t.getYear(), t.getMonthValue(),
-                        t.getDayOfMonth(), t.getHour(), t.getMinute(), t.getSecond());
-            }
-            int micros = now.getNano() / 1000;
             boolean wake = pending.length() == 0;
-            pending.append(stampPrefix);
-            String digits = Integer.toString(micros);
-            for (int i = digits.length(); i < 6; i++) {
-                pending.append('0');
-            }
-            pending.append(digits).append("Z ").append(text).append('\n');
+            appendLine(pending, text);
             if (wake) {
                 notify();
             }
         }
     }
 
+    /** One stamped line into {@code to}; stamped under the lock, so the file's stamps never go backwards. */
+    private void appendLine(StringBuilder to, String text) { // with this locked
+        Instant now = Instant.now();
+        if (now.getEpochSecond() != stampSecond) {
+            stampSecond = now.getEpochSecond();
+            LocalDateTime t = LocalDateTime.ofEpochSecond(stampSecond, 0, ZoneOffset.UTC);
+            stampPrefix = String.format("%04d-%02d-%02dT%02d:%02d:%02d.", t.getYear(), t.getMonthValue(),
+                    t.getDayOfMonth(), t.getHour(), t.getMinute(), t.getSecond());
+        }
+        String digits = Integer.toString(now.getNano() / 1000);
+        to.append(stampPrefix);
+        for (int i = digits.length(); i < 6; i++) {
+            to.append('0');
+        }
+        to.append(digits).append("Z ").append(text).append('\n');
+    }
+
     private void writeLoop() {
         while (true) {
-            StringBuilder batch;
-            boolean last;
-            boolean fresh;
+            boolean rotate;
             synchronized (this) {
                 while (pending.length() == 0 && !closed && !reopen) {
                     try {
@@ -79,28 +80,48 @@ final class Log {
                         return;
                     }
                 }
+                rotate = reopen;
+                reopen = false;
+            }
+            FileOutputStream next = null;
+            String failed = null;
+            if (rotate) { // SIGHUP: open the path anew first, so a failure keeps the old file
+                try {
+                    next = new FileOutputStream(path.toFile(), true);
+                } catch (IOException e) {
+                    failed = e.getMessage();
+                    System.err.println("herd.sh: SIGHUP: cannot reopen the log: " + failed);
+                }
+            }
+            StringBuilder batch;
+            boolean last;
+            synchronized (this) {
                 batch = pending;
                 pending = new StringBuilder(1 << 16);
                 last = closed;
-                fresh = reopen;
-                reopen = false;
-            }
-            if (fresh) {
-                // Lines before the SIGHUP go to the old file, the rest to the new one.
-                write(batch.toString().getBytes(StandardCharsets.UTF_8));
-                batch.setLength(0);
-                try {
-                    FileOutputStream next = new FileOutputStream(path.toFile(), true);
-                    file.close();
-                    file = next;
-                } catch (IOException e) {
-                    System.err.println("herd.sh: cannot reopen the log: " + e.getMessage());
+                if (next != null) {
+                    // The new file starts with this line: every line before it
+                    // (stamped earlier, under this lock) goes to the old file.
+                    appendLine(pending, "log reopened on SIGHUP");
+                } else if (failed != null) {
+                    appendLine(batch, "SIGHUP: cannot reopen the log: " + failed);
                 }
             }
             if (batch.length() > 0) {
                 write(batch.toString().getBytes(StandardCharsets.UTF_8));
             }
+            if (next != null) {
+                try {
+                    file.close();
+                } catch (IOException e) {
+                    // the old file is done with either way
+                }
+                file = next;
+            }
             if (last) {
+                if (pending.length() > 0) { // a SIGHUP raced the stop: its line still goes out
+                    write(pending.toString().getBytes(StandardCharsets.UTF_8));
+                }
                 return;
             }
         }
