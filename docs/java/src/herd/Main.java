@@ -17,9 +17,9 @@ import java.util.concurrent.ExecutionException;
 
 /**
  * proxy-herd in Java, a thread per connection (src/bin/proxy-herd.rs):
- * parse the command line, open the client port, start one thread per link,
- * open the peer port, start one accept thread per port, then wait for SIGINT
- * or SIGTERM.
+ * parse the command line, check the ports are free, start one thread per
+ * link, open the peer port and the client port, start one accept thread per
+ * port, then wait for SIGINT or SIGTERM.
  */
 public final class Main {
     private Main() {}
@@ -103,38 +103,48 @@ public final class Main {
         CompletableFuture<String> stop = new CompletableFuture<>();
         Signals.install(stop, log);
 
-        // The client port first: a port in use is found before anything is
-        // sent. Then greet the neighbours, and only then open the peer port.
-        // A JVM takes a second or so to get from here to its first HELLO; a
-        // neighbour backing off from us that dialed our open peer port in that
-        // time would come in through its timer, not through the quick rejoin.
-        // This way it learns we are back from our HELLO (and if it dials back
-        // before the peer port is open, it retries after a 100 ms backoff).
+        // The order matters. A JVM takes a second or so under load to get
+        // from opening its ports to its first HELLO; a neighbour backing off
+        // from us that dialed an open peer port in that time would come in
+        // through its timer, not through the quick rejoin. So: first check
+        // that both ports are free (bound, not listening: nobody can connect
+        // yet, and a port in use is found before anything is sent); then
+        // greet the neighbours; then open the peer port, then the client
+        // port, so that a client that can connect finds the peer port open.
+        // A neighbour that dials back before our peer port opens retries
+        // after a 100 ms backoff.
         int clientPort = o.port() != null ? o.port() : me.client().port();
+        InetSocketAddress clientAddr = new InetSocketAddress(clientHost, clientPort);
+        InetSocketAddress peerAddr = new InetSocketAddress(peerHost, me.peer().port());
         ServerSocket clients;
         ServerSocketChannel peers;
-        String where = Server.show(clientHost, clientPort);
+        InetSocketAddress where = clientAddr;
         try {
-            clients = new ServerSocket();
-            clients.setReuseAddress(true); // restart at once over old connections in TIME_WAIT
-            clients.bind(new InetSocketAddress(clientHost, clientPort), BACKLOG);
+            probe(clientAddr);
+            where = peerAddr;
+            probe(peerAddr);
             for (Link link : server.links) {
                 start("link-" + link.name, link);
             }
             for (Link link : server.links) {
                 link.awaitFirstDial(3000);
             }
-            where = Server.show(peerHost, me.peer().port());
             peers = ServerSocketChannel.open();
             peers.setOption(StandardSocketOptions.SO_REUSEADDR, true);
-            peers.bind(new InetSocketAddress(peerHost, me.peer().port()), BACKLOG);
+            peers.bind(peerAddr, BACKLOG);
+            where = clientAddr;
+            clients = new ServerSocket();
+            clients.setReuseAddress(true); // restart at once over old connections in TIME_WAIT
+            clients.bind(clientAddr, BACKLOG);
         } catch (BindException e) {
             String m = String.valueOf(e.getMessage());
-            System.err.println(m.contains("in use") ? "herd.sh: address " + where + " is already in use"
-                    : "herd.sh: cannot listen on " + where + ": " + m);
+            String shown = Server.show(where.getAddress(), where.getPort());
+            System.err.println(m.contains("in use") ? "herd.sh: address " + shown + " is already in use"
+                    : "herd.sh: cannot listen on " + shown + ": " + m);
             return 1;
         } catch (IOException e) {
-            System.err.println("herd.sh: cannot listen on " + where + ": " + e.getMessage());
+            System.err.println("herd.sh: cannot listen on " + Server.show(where.getAddress(), where.getPort())
+                    + ": " + e.getMessage());
             return 1;
         } catch (InterruptedException e) {
             return 1;
@@ -159,6 +169,14 @@ public final class Main {
         log.event(server.name + " stopping on " + why);
         log.close();
         return 0;
+    }
+
+    /** Binds a socket to addr without listening, and lets it go: is the port free? */
+    private static void probe(InetSocketAddress addr) throws IOException {
+        try (SocketChannel s = SocketChannel.open()) {
+            s.setOption(StandardSocketOptions.SO_REUSEADDR, true); // as the listener will
+            s.bind(addr);
+        }
     }
 
     private static void start(String name, Runnable body) {
