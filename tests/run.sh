@@ -64,6 +64,10 @@ if [ -e docs/node/test.js ] && command -v node >/dev/null 2>&1; then
     node --test docs/node/test.js
 fi
 counterpart java java/herd.sh javac "$@"
+if command -v javac >/dev/null 2>&1; then
+    echo "== the Java counterpart's unit tests (docs/java/test.sh)"
+    docs/java/test.sh
+fi
 
 echo "== partitions across network namespaces"
 if [ "$(id -u)" = 0 ]; then

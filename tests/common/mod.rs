@@ -154,7 +154,22 @@ pub fn server_command() -> Command {
             c.arg(root.join("docs/node/herd.js"));
             c
         }
-        "java" => Command::new(root.join("docs/java/herd.sh")),
+        "java" => {
+            // The first start compiles the Java sources, which takes seconds on
+            // a loaded machine: do it once, before any test's deadline runs.
+            static BUILT: OnceLock<()> = OnceLock::new();
+            BUILT.get_or_init(|| {
+                let status = Command::new(root.join("docs/java/herd.sh"))
+                    .arg("--version")
+                    .stdout(Stdio::null())
+                    .status();
+                assert!(
+                    status.as_ref().is_ok_and(|s| s.success()),
+                    "docs/java/herd.sh did not build: {status:?}"
+                );
+            });
+            Command::new(root.join("docs/java/herd.sh"))
+        }
         other => panic!("PROXY_HERD_IMPL={other}: expected asyncio, node, java or threads"),
     }
 }
