@@ -83,7 +83,7 @@ pub enum TimerEvent {
         /// Connection number.
         conn: u64,
     },
-    /// Close the connection if it has been idle for [`IDLE_TIME`].
+    /// Close the connection if it has been idle for `IDLE_TIME` (30 s).
     IdleCheck {
         /// Slab key.
         key: usize,

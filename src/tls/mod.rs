@@ -13,7 +13,7 @@
 //!
 //! The Places client's trust (the web PKI roots plus `--places-ca`) stays in
 //! [`crate::places::tls`]; `places-offline`'s identity in
-//! [`crate::offline::tls`].
+//! `places-offline/src/tls.rs`.
 
 pub mod certs;
 pub mod link;
