@@ -10,15 +10,19 @@
 //! - [`limit`]: the bare line server that sets the iamat ceiling.
 //! - [`flood`]: propagation to the farthest server, the bench playing a
 //!   neighbour (`Observer`).
-//! - [`idle`]: memory per idle connection.
+//! - [`idle`]: memory per idle connection, threads and RSS at 1 to 10,000.
+//! - [`procstat`]: threads and context switches from `/proc/PID/task`.
+//! - [`gclog`]: the runtimes' own GC accounts, for the gc scenario.
 //! - [`stats`]: percentiles; [`report`]: tables and JSON; [`svg`]: the chart.
 
 pub mod args;
 pub mod flood;
+pub mod gclog;
 pub mod idle;
 pub mod launch;
 pub mod limit;
 pub mod load;
+pub mod procstat;
 pub mod report;
 pub mod stats;
 pub mod svg;
@@ -132,6 +136,7 @@ fn header(opts: &Options, setup: String) -> Header {
         depth: opts.depth,
         clients: opts.clients,
         idle: opts.idle,
+        gc_rate: opts.gc_rate,
         setup,
     }
 }
@@ -154,10 +159,21 @@ fn progress(what: &str) {
     eprintln!("herd-bench: {what}");
 }
 
-fn load_spec(opts: &Options, addr: SocketAddr, sc: Scenario, tag: &str) -> LoadSpec {
+fn load_spec(
+    opts: &Options,
+    addr: SocketAddr,
+    sc: Scenario,
+    tag: &str,
+    watch: Option<u32>,
+) -> LoadSpec {
     let (connections, workload) = match sc {
         Scenario::Whatsat => (opts.clients, Workload::Whatsat),
         _ => (opts.connections, Workload::Iamat { depth: opts.depth }),
+    };
+    let rate = match sc {
+        Scenario::Whatsat => None,
+        Scenario::Gc => Some(opts.gc_rate),
+        _ => opts.rate,
     };
     LoadSpec {
         addr,
@@ -166,7 +182,8 @@ fn load_spec(opts: &Options, addr: SocketAddr, sc: Scenario, tag: &str) -> LoadS
         warmup: warmup(opts.duration),
         duration: opts.duration,
         tag: tag.to_string(),
-        rate: opts.rate.filter(|_| sc != Scenario::Whatsat),
+        rate,
+        watch,
     }
 }
 
@@ -192,7 +209,7 @@ fn run_target(opts: &Options) -> Result<Report, Error> {
     progress(&format!("{} against {addr}", opts.scenario.name()));
     let result = match opts.scenario {
         Scenario::Idle => idle::run(addr, opts.pid, opts.idle).map(Outcome::Idle),
-        sc => load::run(&load_spec(opts, addr, sc, "target")).map(Outcome::Load),
+        sc => load::run(&load_spec(opts, addr, sc, "target", opts.pid)).map(Outcome::Load),
     };
     report.measurements.push(Measurement {
         implementation: "target".into(),
@@ -210,6 +227,7 @@ fn run_started(opts: &Options) -> Result<Report, Error> {
             Scenario::Whatsat,
             Scenario::Flood,
             Scenario::Idle,
+            Scenario::Gc,
         ],
         Scenario::Limit => Vec::new(),
         sc => vec![sc],
@@ -238,9 +256,10 @@ fn run_started(opts: &Options) -> Result<Report, Error> {
         launch::start_places(&mut services, &dir.path)?
     };
     for &imp in &opts.impls {
-        let why_not = launch::unavailable(imp);
+        let why_not =
+            launch::unavailable(imp).or_else(|| launch::prepare(imp).err().map(|e| e.to_string()));
         if let Some(why) = &why_not {
-            progress(&format!("{} skipped: {why}", imp.name()));
+            progress(&format!("SKIPPED {}: {why}", imp.name()));
         }
         for &sc in &scenarios {
             if interrupted() {
@@ -299,6 +318,7 @@ fn measure(
             &specs,
             &[flood::OBSERVER],
             places_url,
+            false,
             &mut procs,
             &dir,
         )?;
@@ -321,15 +341,25 @@ fn measure(
             .map(Outcome::Flood);
     }
     let specs = launch::herd_specs(&ports, &[])?;
-    launch::start_herd(imp, &specs, &[], places_url, &mut procs, &dir)?;
+    let trace_gc = sc == Scenario::Gc;
+    launch::start_herd(imp, &specs, &[], places_url, trace_gc, &mut procs, &dir)?;
     let target = specs.first().ok_or_else(|| Error::new("empty herd"))?;
     let tag = format!("{}-{}", imp.name(), sc.name());
+    let server_tag = format!("{}-{}", imp.name(), target.name);
+    let pid = procs.pid(&server_tag);
     match sc {
-        Scenario::Idle => {
-            let pid = procs.pid(&format!("{}-{}", imp.name(), target.name));
-            idle::run(target.client, pid, opts.idle).map(Outcome::Idle)
+        Scenario::Idle => idle::run(target.client, pid, opts.idle).map(Outcome::Idle),
+        Scenario::Gc => {
+            let load = load::run(&load_spec(opts, target.client, sc, &tag, pid))?;
+            // Stopped first, so every runtime has flushed its account.
+            drop(procs);
+            let gc = launch::gc_trace(imp, &dir, &server_tag).map(|(format, file)| {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                gclog::account(format, &text)
+            });
+            Ok(Outcome::Gc(report::GcResult { load, gc }))
         }
-        _ => load::run(&load_spec(opts, target.client, sc, &tag)).map(Outcome::Load),
+        _ => load::run(&load_spec(opts, target.client, sc, &tag, pid)).map(Outcome::Load),
     }
 }
 
@@ -338,7 +368,7 @@ fn measure_limit(opts: &Options) -> Result<Outcome, Error> {
     let tag = "limit";
     let id_len = format!("hb-{}-{tag}-{}", std::process::id(), opts.connections - 1).len();
     let server = limit::start(limit::fixed_reply(id_len))?;
-    let result = load::run(&load_spec(opts, server.addr, Scenario::Iamat, tag));
+    let result = load::run(&load_spec(opts, server.addr, Scenario::Iamat, tag, None));
     drop(server);
     result.map(Outcome::Load)
 }

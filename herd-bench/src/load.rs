@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use super::procstat::{self, Sched};
 use super::stats::{Samples, Summary};
 use super::Error;
 
@@ -63,6 +64,9 @@ pub struct LoadSpec {
     /// IAMATs per second in all, sent on a schedule (open loop); `None`
     /// refills each connection to its depth on every reply (closed loop).
     pub rate: Option<f64>,
+    /// The server process whose context switches are read at the end of the
+    /// warm-up and at the deadline.
+    pub watch: Option<u32>,
 }
 
 /// What one load run measured.
@@ -80,9 +84,22 @@ pub struct LoadResult {
     /// The measured window (duration minus warm-up).
     pub seconds: f64,
     pub latency: Option<Summary>,
+    /// The watched server's context switches in the measured window (and
+    /// its threads at the end), if it was watched and readable.
+    pub sched: Option<Sched>,
 }
 
 impl LoadResult {
+    /// Context switches (voluntary, involuntary; all threads) per reply
+    /// counted, if the server was watched.
+    pub fn switches_per_reply(&self) -> Option<(f64, f64)> {
+        let s = self.sched?;
+        (self.replies > 0).then(|| {
+            let n = self.replies as f64;
+            (s.all.voluntary as f64 / n, s.all.involuntary as f64 / n)
+        })
+    }
+
     /// Good replies per second.
     pub fn throughput(&self) -> f64 {
         if self.seconds > 0.0 {
@@ -277,6 +294,8 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
         _ => None,
     };
     let (mut scheduled, mut next_client) = (0u64, 0usize);
+    // Read once the warm-up ends: the window the replies are counted in.
+    let mut sched_start: Option<Sched> = None;
     for c in clients.iter_mut() {
         if pace.is_none() {
             c.refill(spec.workload);
@@ -289,6 +308,9 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
         let now = Instant::now();
         if now >= deadline || super::interrupted() {
             break;
+        }
+        if now >= warm_end && sched_start.is_none() {
+            sched_start = spec.watch.and_then(procstat::sched);
         }
         let tick = if pace.is_some() {
             Duration::from_millis(1)
@@ -368,8 +390,10 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
             scheduled = scheduled.max(due);
         }
     }
+    let sched_end = spec.watch.and_then(procstat::sched);
     let lost = clients.iter().filter(|c| c.phase == Phase::Lost).count();
     Ok(LoadResult {
+        sched: sched_start.zip(sched_end).map(|(a, b)| b.since(a)),
         connections: spec.connections,
         replies,
         errors,
