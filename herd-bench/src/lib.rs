@@ -175,15 +175,23 @@ fn load_spec(
         Scenario::Gc => Some(opts.gc_rate),
         _ => opts.rate,
     };
+    // A fresh JIT (Java, Node) is still compiling after the usual warm-up:
+    // gc runs twice as long and counts only its second half, so the tail is
+    // the steady state's.
+    let (warmup, duration) = match sc {
+        Scenario::Gc => (opts.duration, 2 * opts.duration),
+        _ => (warmup(opts.duration), opts.duration),
+    };
     LoadSpec {
         addr,
         connections,
         workload,
-        warmup: warmup(opts.duration),
-        duration: opts.duration,
+        warmup,
+        duration,
         tag: tag.to_string(),
         rate,
         watch,
+        marks: Vec::new(),
     }
 }
 
@@ -350,12 +358,21 @@ fn measure(
     match sc {
         Scenario::Idle => idle::run(target.client, pid, opts.idle).map(Outcome::Idle),
         Scenario::Gc => {
-            let load = load::run(&load_spec(opts, target.client, sc, &tag, pid))?;
-            // Stopped first, so every runtime has flushed its account.
-            drop(procs);
-            let gc = launch::gc_trace(imp, &dir, &server_tag).map(|(format, file)| {
-                let text = std::fs::read_to_string(&file).unwrap_or_default();
-                gclog::account(format, &text)
+            let trace = launch::gc_trace(imp, &dir, &server_tag);
+            let mut spec = load_spec(opts, target.client, sc, &tag, pid);
+            spec.marks
+                .extend(trace.iter().map(|(_, file)| file.clone()));
+            let load = load::run(&spec)?;
+            // Every runtime here writes its account line by line as it goes
+            // (checked: Node's --trace-gc, -Xlog, line-buffered Python), so
+            // the bytes written in the window are the window's collections.
+            let gc = trace.map(|(format, file)| {
+                let text = std::fs::read(&file).unwrap_or_default();
+                let (from, to) = load.marks.first().copied().unwrap_or((0, 0));
+                let window = text
+                    .get(from as usize..(to as usize).min(text.len()))
+                    .unwrap_or_default();
+                gclog::account(format, &String::from_utf8_lossy(window))
             });
             Ok(Outcome::Gc(report::GcResult { load, gc }))
         }

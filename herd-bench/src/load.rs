@@ -67,6 +67,9 @@ pub struct LoadSpec {
     /// The server process whose context switches are read at the end of the
     /// warm-up and at the deadline.
     pub watch: Option<u32>,
+    /// Files (logs) whose lengths are read when the window opens and at the
+    /// deadline, so that what a server wrote in the window can be cut out.
+    pub marks: Vec<std::path::PathBuf>,
 }
 
 /// What one load run measured.
@@ -87,6 +90,9 @@ pub struct LoadResult {
     /// The watched server's context switches in the measured window (and
     /// its threads at the end), if it was watched and readable.
     pub sched: Option<Sched>,
+    /// For each of the spec's `marks`, its length at the window's start and
+    /// end (0 if unreadable).
+    pub marks: Vec<(u64, u64)>,
 }
 
 impl LoadResult {
@@ -296,6 +302,8 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
     let (mut scheduled, mut next_client) = (0u64, 0usize);
     // Read once the warm-up ends: the window the replies are counted in.
     let mut sched_start: Option<Sched> = None;
+    let file_len = |p: &std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut marks_start: Option<Vec<u64>> = None;
     for c in clients.iter_mut() {
         if pace.is_none() {
             c.refill(spec.workload);
@@ -309,8 +317,9 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
         if now >= deadline || super::interrupted() {
             break;
         }
-        if now >= warm_end && sched_start.is_none() {
+        if now >= warm_end && marks_start.is_none() {
             sched_start = spec.watch.and_then(procstat::sched);
+            marks_start = Some(spec.marks.iter().map(file_len).collect());
         }
         let tick = if pace.is_some() {
             Duration::from_millis(1)
@@ -391,9 +400,19 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
         }
     }
     let sched_end = spec.watch.and_then(procstat::sched);
+    let marks = spec
+        .marks
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let start = marks_start.as_ref().and_then(|m| m.get(i)).copied();
+            (start.unwrap_or(0), file_len(p))
+        })
+        .collect();
     let lost = clients.iter().filter(|c| c.phase == Phase::Lost).count();
     Ok(LoadResult {
         sched: sched_start.zip(sched_end).map(|(a, b)| b.since(a)),
+        marks,
         connections: spec.connections,
         replies,
         errors,

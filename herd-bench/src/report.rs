@@ -50,8 +50,8 @@ pub enum Outcome {
 }
 
 /// The gc scenario: a steady open-loop load, and the runtime's own account
-/// of its collections over the server's life (start-up included; `None`
-/// for Rust, which has no collector).
+/// of its collections in the measured window (`None` for Rust, which has no
+/// collector).
 #[derive(Debug, Clone)]
 pub struct GcResult {
     pub load: LoadResult,
@@ -246,7 +246,8 @@ impl Report {
         let _ = writeln!(
             s,
             "each measurement {:.1} s ({:.1} s warm-up not counted); iamat {} connections x {} in flight; \
-             whatsat {} clients; idle {} connections; gc {:.0} IAMATs/s",
+             whatsat {} clients; idle {} connections; gc {:.0} IAMATs/s for twice as long, the first half \
+             not counted",
             h.duration_s, h.warmup_s, h.connections, h.depth, h.clients, h.idle, h.gc_rate
         );
         let load_rows = |sc: Scenario| -> Vec<Vec<String>> {
@@ -495,7 +496,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "\ngc: IAMATs at a steady {:.0}/s (open loop), the tail, and the runtime's own GC account \
-                 (the server's whole life)",
+                 in the same window",
                 h.gc_rate
             );
             s.push_str(&table(
@@ -527,7 +528,8 @@ impl Report {
                 continue;
             };
             for (other, ov) in m.values.iter().skip(1) {
-                if *ov == 0.0 {
+                // A zero (Rust's GC pause) has no meaningful ratio.
+                if *ov == 0.0 || *bv == 0.0 {
                     continue;
                 }
                 let r = bv / ov;
@@ -749,6 +751,7 @@ mod tests {
             lost: 0,
             seconds: 1.0,
             sched: None,
+            marks: Vec::new(),
             latency: Some(Summary {
                 count: 3,
                 p50: 1_000,
