@@ -172,6 +172,21 @@ const BATCH: usize = 64;
 /// Opens the idle connections to `addr`, measures `pid`'s memory around
 /// them, checks an IAMAT, then closes them all.
 pub fn run(addr: SocketAddr, pid: Option<u32>, requested: usize) -> Result<IdleResult, Error> {
+    run_holding(addr, pid, requested).map(|(r, _held)| r)
+}
+
+/// The connections [`run_holding`] leaves open.
+pub struct Held(pub Vec<TcpStream>);
+
+/// [`run`], handing the connections back still open: a caller that stops
+/// the server before dropping them spares a thread-per-connection server
+/// (and the cores) the storm of 10,000 threads woken at once to close
+/// (docs/threads/README.md, "the GIL convoy").
+pub fn run_holding(
+    addr: SocketAddr,
+    pid: Option<u32>,
+    requested: usize,
+) -> Result<(IdleResult, Held), Error> {
     let (allowed, mut note) = allowed_connections(requested);
     if let Some(n) = &note {
         eprintln!("herd-bench: {n}");
@@ -233,17 +248,19 @@ pub fn run(addr: SocketAddr, pid: Option<u32>, requested: usize) -> Result<IdleR
     let check = check_iamat(addr, &check_id);
     let rss_after_kb = pid.and_then(rss_kb);
     let opened = conns.len();
-    drop(conns);
-    drop(probe);
-    Ok(IdleResult {
-        requested,
-        opened,
-        note,
-        rss_before_kb,
-        rss_after_kb,
-        check,
-        steps,
-    })
+    conns.push(probe.reader.into_inner());
+    Ok((
+        IdleResult {
+            requested,
+            opened,
+            note,
+            rss_before_kb,
+            rss_after_kb,
+            check,
+            steps,
+        },
+        Held(conns),
+    ))
 }
 
 #[cfg(test)]

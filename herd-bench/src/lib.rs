@@ -356,7 +356,13 @@ fn measure(
     let server_tag = format!("{}-{}", imp.name(), target.name);
     let pid = procs.pid(&server_tag);
     match sc {
-        Scenario::Idle => idle::run(target.client, pid, opts.idle).map(Outcome::Idle),
+        Scenario::Idle => {
+            let (result, held) = idle::run_holding(target.client, pid, opts.idle)?;
+            // The herd stops first, then the connections close.
+            drop(procs);
+            drop(held);
+            Ok(Outcome::Idle(result))
+        }
         Scenario::Gc => {
             let trace = launch::gc_trace(imp, &dir, &server_tag);
             let mut spec = load_spec(opts, target.client, sc, &tag, pid);
