@@ -470,8 +470,11 @@ pub fn start_herd(
             .map_err(|e| Error::new(format!("start {} {}: {e}", imp.name(), s.name)))?;
         procs.push(&tag, child);
     }
+    // Both ports: some counterparts (Java) greet their neighbours before
+    // they open the peer port, so the client port answers first.
     for s in servers.iter().filter(|s| !skip.contains(&s.name.as_str())) {
         wait_listening(s.client, procs, dir)?;
+        wait_listening(s.peer, procs, dir)?;
     }
     Ok(())
 }
