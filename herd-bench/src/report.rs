@@ -164,7 +164,7 @@ impl Report {
             },
             Metric {
                 name: "context switches per iamat",
-                unit: "voluntary + involuntary, all threads",
+                unit: "vol + invol, all threads",
                 higher_is_better: false,
                 values: collect(&|i| {
                     load(i, Scenario::Iamat)
@@ -173,7 +173,7 @@ impl Report {
                 }),
             },
             Metric {
-                name: "threads at the most idle connections",
+                name: "threads, most idle connections",
                 unit: "threads",
                 higher_is_better: false,
                 values: collect(&|i| match self.find(i, Scenario::Idle) {
