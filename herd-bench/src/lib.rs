@@ -382,7 +382,14 @@ fn measure(
             });
             Ok(Outcome::Gc(report::GcResult { load, gc }))
         }
-        _ => load::run(&load_spec(opts, target.client, sc, &tag, pid)).map(Outcome::Load),
+        _ => {
+            if sc == Scenario::Whatsat {
+                if let Err(e) = load::warm_places(target.client, load::WARM_DEADLINE) {
+                    progress(&format!("{} whatsat: {e} (measuring anyway)", imp.name()));
+                }
+            }
+            load::run(&load_spec(opts, target.client, sc, &tag, pid)).map(Outcome::Load)
+        }
     }
 }
 

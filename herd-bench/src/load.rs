@@ -243,6 +243,54 @@ impl Client {
     }
 }
 
+/// How long the WHATSAT before a whatsat measurement may take.
+pub const WARM_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Asks one WHATSAT (after its IAMAT) on a fresh connection and waits for
+/// the answer, up to `deadline`. A whatsat measurement calls this first: a
+/// fresh server's first Places connection (the TLS handshake; a cold JVM's
+/// took longer than a 3 s measurement on this machine) is set-up, not
+/// throughput.
+pub fn warm_places(addr: SocketAddr, deadline: Duration) -> Result<(), Error> {
+    let mut s = StdStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+        .map_err(|e| Error::new(format!("connect {addr}: {e}")))?;
+    let start = Instant::now();
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| Error::new("the clock is before 1970"))?;
+    let id = format!("hb-{}-warm", std::process::id());
+    let ask = format!(
+        "IAMAT {id} {LOCATION} {}.{:09}\nWHATSAT {id} 10 5\n",
+        t.as_secs(),
+        t.subsec_nanos()
+    );
+    s.write_all(ask.as_bytes())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some((at, _)) = take_reply(&buf, Framing::Line) {
+            if let Some((_, ok)) = take_reply(&buf[at..], Framing::UntilBlank) {
+                return if ok {
+                    Ok(())
+                } else {
+                    Err(Error::new("the first WHATSAT was not answered with places"))
+                };
+            }
+        }
+        let left = deadline.saturating_sub(start.elapsed());
+        if left.is_zero() || buf.len() > MAX_REPLY || super::interrupted() {
+            return Err(Error::new(format!("no WHATSAT answer within {deadline:?}")));
+        }
+        s.set_read_timeout(Some(left))?;
+        match s.read(&mut chunk) {
+            Ok(0) => return Err(Error::new("closed before the WHATSAT answer")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::new(format!("waiting for the first WHATSAT: {e}"))),
+        }
+    }
+}
+
 /// Opens a non-blocking client connection (blocking connect: on loopback it
 /// is immediate, and it keeps set-up simple).
 pub fn connect(addr: SocketAddr) -> Result<TcpStream, Error> {
