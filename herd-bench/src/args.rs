@@ -13,6 +13,9 @@ pub enum Scenario {
     Idle,
     Flood,
     Whatsat,
+    /// A steady open-loop IAMAT load (`--gc-rate`) with the runtime's GC
+    /// traced: the tail a collection causes.
+    Gc,
     Limit,
     /// One connection floods blank lines; a probe's IAMAT latency is measured.
     Fairness,
@@ -27,6 +30,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Flood => "flood",
             Scenario::Whatsat => "whatsat",
+            Scenario::Gc => "gc",
             Scenario::Limit => "limit",
             Scenario::Fairness => "fairness",
             Scenario::Compare => "compare",
@@ -39,6 +43,7 @@ impl Scenario {
             Scenario::Idle,
             Scenario::Flood,
             Scenario::Whatsat,
+            Scenario::Gc,
             Scenario::Limit,
             Scenario::Fairness,
             Scenario::Compare,
@@ -55,16 +60,32 @@ pub enum Impl {
     Asyncio,
     /// The asyncio herd on uvloop's event loop.
     Uvloop,
+    /// `docs/node/herd.js`: Node.js, one event loop.
+    Node,
+    /// `docs/java/herd.sh`: Java 17, a thread per connection.
+    Java,
+    /// `docs/threads/herd.py`: Python, a thread per connection.
+    Threads,
 }
 
 impl Impl {
-    pub const ALL: [Impl; 3] = [Impl::Rust, Impl::Asyncio, Impl::Uvloop];
+    pub const ALL: [Impl; 6] = [
+        Impl::Rust,
+        Impl::Asyncio,
+        Impl::Uvloop,
+        Impl::Node,
+        Impl::Java,
+        Impl::Threads,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Impl::Rust => "rust",
             Impl::Asyncio => "asyncio",
             Impl::Uvloop => "uvloop",
+            Impl::Node => "node",
+            Impl::Java => "java",
+            Impl::Threads => "threads",
         }
     }
 }
@@ -84,6 +105,8 @@ pub struct Options {
     /// iamat: send at this many requests per second in all (open loop)
     /// instead of refilling on every reply.
     pub rate: Option<f64>,
+    /// gc: the steady open-loop rate, requests per second in all.
+    pub gc_rate: f64,
     /// idle: connections held open.
     pub idle: usize,
     pub impls: Vec<Impl>,
@@ -103,6 +126,10 @@ pub enum Command {
     Run(Options),
     Help(String),
 }
+
+/// The gc scenario's rate: below the slowest counterpart's peak on two
+/// shared cores, so that the tail is the server's pauses, not its queue.
+pub const DEFAULT_GC_RATE: f64 = 1000.0;
 
 fn spec() -> getopts::Options {
     let mut o = getopts::Options::new();
@@ -133,6 +160,12 @@ fn spec() -> getopts::Options {
     );
     o.optopt(
         "",
+        "gc-rate",
+        "gc: the steady open-loop IAMAT rate, requests/s in all (default 1000)",
+        "N",
+    );
+    o.optopt(
+        "",
         "clients",
         "whatsat: concurrent clients (default 16)",
         "N",
@@ -140,13 +173,15 @@ fn spec() -> getopts::Options {
     o.optopt(
         "",
         "idle",
-        "idle: connections held open (default 10000)",
+        "idle: connections held open (default 10000; threads and RSS are read at 1, 100, 1000 \
+         and 10000 on the way)",
         "N",
     );
     o.optopt(
         "",
         "impl",
-        "rust, asyncio, uvloop or all (default: all for compare, else rust)",
+        "rust, asyncio, uvloop, node, java, threads, a list of them, or all (default: all for \
+         compare, else rust); all skips, loudly, those whose runtime or files are missing",
         "IMPL",
     );
     o.optopt("", "json", "also write the results as JSON to FILE", "FILE");
@@ -177,7 +212,7 @@ fn spec() -> getopts::Options {
 pub fn usage() -> String {
     let brief = "Usage: herd-bench [SCENARIO] [OPTIONS]\n\n\
         Drives a proxy-herd over 127.0.0.1 and prints a table (and JSON).\n\
-        SCENARIO: iamat (default), idle, flood, whatsat, limit, fairness, compare.\n\
+        SCENARIO: iamat (default), idle, flood, whatsat, gc, limit, fairness, compare.\n\
         fairness: one connection floods blank lines while a probe sends one\n\
         IAMAT at a time; the probe's latency is what the flood costs others.\n\
         Without --target, starts the herd itself (release builds) with\n\
@@ -217,6 +252,10 @@ where
             Some(r)
         }
     };
+    let gc_rate: f64 = number(&m, "gc-rate", DEFAULT_GC_RATE)?;
+    if !(1.0..=10_000_000.0).contains(&gc_rate) {
+        return Err("--gc-rate must be between 1 and 10000000 requests per second".into());
+    }
     let idle = bounded(&m, "idle", 10_000, 1, 1_000_000)?;
     let impls = match m.opt_str("impl").as_deref() {
         None if scenario == Scenario::Compare => Impl::ALL.to_vec(),
@@ -275,6 +314,7 @@ where
         depth,
         clients,
         rate,
+        gc_rate,
         idle,
         impls,
         json: m.opt_str("json").map(PathBuf::from),
@@ -352,14 +392,23 @@ mod tests {
             "--depth",
             "2",
             "--impl",
-            "rust,asyncio",
+            "rust,asyncio,node,java,threads",
             "--json",
             "out.json",
             "--keep",
         ]);
         assert_eq!(o.duration, Duration::from_millis(1500));
         assert_eq!((o.connections, o.depth), (4, 2));
-        assert_eq!(o.impls, vec![Impl::Rust, Impl::Asyncio]);
+        assert_eq!(
+            o.impls,
+            vec![
+                Impl::Rust,
+                Impl::Asyncio,
+                Impl::Node,
+                Impl::Java,
+                Impl::Threads
+            ]
+        );
         assert_eq!(o.json, Some(PathBuf::from("out.json")));
         assert!(o.keep);
     }
@@ -368,6 +417,8 @@ mod tests {
     fn rate_is_read() {
         assert_eq!(run(&[]).rate, None);
         assert_eq!(run(&["iamat", "--rate", "58000"]).rate, Some(58000.0));
+        assert_eq!(run(&[]).gc_rate, DEFAULT_GC_RATE);
+        assert_eq!(run(&["gc", "--gc-rate", "500"]).gc_rate, 500.0);
     }
 
     #[test]
@@ -393,6 +444,7 @@ mod tests {
             &["--connections", "0"],
             &["--depth", "100000"],
             &["--impl", "go"],
+            &["--gc-rate", "0"],
             &["--target", "10.0.0.1:80"],
             &["--target", "localhost"],
             &["flood", "--target", "127.0.0.1:1"],

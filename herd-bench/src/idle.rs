@@ -1,6 +1,8 @@
 //! The `idle` scenario: hold N idle client connections open to one server,
 //! read its resident memory (`VmRSS` in `/proc/PID/status`) before and after,
-//! and check that it still answers an IAMAT while they are open.
+//! and check that it still answers an IAMAT while they are open. On the way
+//! it stops at 1, 100, 1,000 and 10,000 connections ([`STEPS`]) to read the
+//! server's threads and RSS: a thread per connection shows there.
 //!
 //! The bench needs one descriptor per connection. It cannot raise its own
 //! `RLIMIT_NOFILE` without `libc`, so it reads the soft limit from
@@ -12,6 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::load::LOCATION;
+use super::procstat;
 use super::Error;
 
 /// Descriptors kept back for everything else the bench has open.
@@ -32,6 +35,28 @@ pub struct IdleResult {
     pub rss_after_kb: Option<u64>,
     /// The IAMAT answered with all of them open, and how long it took.
     pub check: Result<Duration, String>,
+    /// Threads and RSS as the connections were opened: at each of
+    /// [`STEPS`] up to the number asked for, and at that number.
+    pub steps: Vec<IdleStep>,
+}
+
+/// The server at one number of idle connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleStep {
+    pub connections: usize,
+    pub threads: Option<u64>,
+    pub rss_kb: Option<u64>,
+}
+
+/// Where the idle scenario stops to read threads and RSS.
+pub const STEPS: [usize; 4] = [1, 100, 1_000, 10_000];
+
+/// The steps for `requested` connections: those of [`STEPS`] below it, and
+/// `requested` itself.
+pub fn steps_for(requested: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = STEPS.into_iter().filter(|&n| n < requested).collect();
+    v.push(requested);
+    v
 }
 
 impl IdleResult {
@@ -147,6 +172,21 @@ const BATCH: usize = 64;
 /// Opens the idle connections to `addr`, measures `pid`'s memory around
 /// them, checks an IAMAT, then closes them all.
 pub fn run(addr: SocketAddr, pid: Option<u32>, requested: usize) -> Result<IdleResult, Error> {
+    run_holding(addr, pid, requested).map(|(r, _held)| r)
+}
+
+/// The connections [`run_holding`] leaves open.
+pub struct Held(pub Vec<TcpStream>);
+
+/// [`run`], handing the connections back still open: a caller that stops
+/// the server before dropping them spares a thread-per-connection server
+/// (and the cores) the storm of 10,000 threads woken at once to close
+/// (docs/threads/README.md, "the GIL convoy").
+pub fn run_holding(
+    addr: SocketAddr,
+    pid: Option<u32>,
+    requested: usize,
+) -> Result<(IdleResult, Held), Error> {
     let (allowed, mut note) = allowed_connections(requested);
     if let Some(n) = &note {
         eprintln!("herd-bench: {n}");
@@ -162,6 +202,8 @@ pub fn run(addr: SocketAddr, pid: Option<u32>, requested: usize) -> Result<IdleR
         .map_err(|e| Error::new(format!("{addr}: {e}")))?;
     let rss_before_kb = pid.and_then(rss_kb);
     let mut conns = Vec::with_capacity(allowed);
+    let mut steps = Vec::new();
+    let mut pending = steps_for(allowed).into_iter().peekable();
     let deadline = Instant::now() + OPEN_DEADLINE;
     for i in 0..allowed {
         if Instant::now() > deadline || super::interrupted() {
@@ -184,22 +226,41 @@ pub fn run(addr: SocketAddr, pid: Option<u32>, requested: usize) -> Result<IdleR
                 break;
             }
         }
+        if pending.peek() == Some(&conns.len()) {
+            pending.next();
+            // Answered on a connection opened after the others, the check
+            // means every one of them is accepted (and, in a threaded
+            // server, has its thread) before the reading.
+            if let Err(e) = check_iamat(addr, &check_id) {
+                note = Some(format!("no answer at {} connections: {e}", conns.len()));
+                break;
+            }
+            let sched = pid.and_then(procstat::sched);
+            steps.push(IdleStep {
+                connections: conns.len(),
+                threads: sched.map(|s| s.threads),
+                rss_kb: pid.and_then(rss_kb),
+            });
+        }
     }
     // The server accepts in order: once it answers a connection opened after
     // all the idle ones, it has accepted every one of them.
     let check = check_iamat(addr, &check_id);
     let rss_after_kb = pid.and_then(rss_kb);
     let opened = conns.len();
-    drop(conns);
-    drop(probe);
-    Ok(IdleResult {
-        requested,
-        opened,
-        note,
-        rss_before_kb,
-        rss_after_kb,
-        check,
-    })
+    conns.push(probe.reader.into_inner());
+    Ok((
+        IdleResult {
+            requested,
+            opened,
+            note,
+            rss_before_kb,
+            rss_after_kb,
+            check,
+            steps,
+        },
+        Held(conns),
+    ))
 }
 
 #[cfg(test)]
@@ -234,6 +295,7 @@ mod tests {
             rss_before_kb: Some(100),
             rss_after_kb: Some(104),
             check: Ok(Duration::ZERO),
+            steps: Vec::new(),
         };
         assert_eq!(r.bytes_per_conn(), Some(1024.0));
         let unread = IdleResult {
@@ -241,6 +303,14 @@ mod tests {
             ..r
         };
         assert_eq!(unread.bytes_per_conn(), None);
+    }
+
+    #[test]
+    fn steps_stop_at_the_number_asked() {
+        assert_eq!(steps_for(10_000), vec![1, 100, 1_000, 10_000]);
+        assert_eq!(steps_for(500), vec![1, 100, 500]);
+        assert_eq!(steps_for(1), vec![1]);
+        assert_eq!(steps_for(20_000), vec![1, 100, 1_000, 10_000, 20_000]);
     }
 
     #[test]

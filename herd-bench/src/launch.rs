@@ -1,5 +1,6 @@
-//! Starting what the bench measures: `places-offline`, a herd of either
-//! implementation (written as a herd file with free ports), in a temporary
+//! Starting what the bench measures: `places-offline`, a herd of any
+//! implementation (Rust, or a counterpart from `docs/`, started as
+//! `tests/common/mod.rs` starts it) (written as a herd file with free ports), in a temporary
 //! folder; and stopping all of it again, also on errors and panics, through
 //! [`Processes`]'s `Drop`.
 //!
@@ -15,10 +16,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::args::Impl;
+use super::gclog::GcFormat;
 use super::Error;
 
-/// How long a process may take to start listening.
-const START_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a process may take to start listening: five JVMs starting at
+/// once on two cores that other builds share take seconds each.
+const START_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a process may take to stop after SIGTERM before it is killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(3);
 /// The key the herd sends to places-offline (any key will do there).
@@ -254,61 +257,176 @@ pub fn start_places(procs: &mut Processes, dir: &Path) -> Result<String, Error> 
     Ok(format!("https://{addr}/maps/api/place/nearbysearch/json"))
 }
 
-/// Why an implementation cannot be measured here, if it cannot.
-pub fn unavailable(imp: Impl) -> Option<String> {
-    let root = repo_root();
+/// True if `program ARGS` runs and exits 0.
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The counterpart's file, relative to the repository.
+fn counterpart_file(imp: Impl) -> Option<&'static str> {
     match imp {
-        Impl::Rust => {
-            let bin = bin_dir().join("proxy-herd");
-            (!bin.exists()).then(|| {
-                format!(
-                    "{} is missing: run `cargo build --release --bin proxy-herd`",
-                    bin.display()
-                )
-            })
-        }
-        Impl::Asyncio | Impl::Uvloop => {
-            let script = root.join("docs/asyncio/herd.py");
-            if !script.exists() {
-                return Some(format!("{} is not in this tree yet", script.display()));
-            }
-            let module = if imp == Impl::Uvloop {
-                "uvloop"
-            } else {
-                "asyncio"
-            };
-            let ok = Command::new("python3")
-                .args(["-c", &format!("import {module}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            (!ok).then(|| format!("`python3 -c \"import {module}\"` fails"))
-        }
+        Impl::Rust => None,
+        Impl::Asyncio | Impl::Uvloop => Some("docs/asyncio/herd.py"),
+        Impl::Node => Some("docs/node/herd.js"),
+        Impl::Java => Some("docs/java/herd.sh"),
+        Impl::Threads => Some("docs/threads/herd.py"),
     }
 }
 
-/// The command that runs one server of implementation `imp`.
-fn server_command(imp: Impl) -> Command {
+/// Why an implementation cannot be measured here, if it cannot: its
+/// runtime or its files are missing.
+pub fn unavailable(imp: Impl) -> Option<String> {
+    if imp == Impl::Rust {
+        let bin = bin_dir().join("proxy-herd");
+        return (!bin.exists()).then(|| {
+            format!(
+                "{} is missing: run `cargo build --release --bin proxy-herd`",
+                bin.display()
+            )
+        });
+    }
+    if let Some(file) = counterpart_file(imp) {
+        let path = repo_root().join(file);
+        if !path.exists() {
+            return Some(format!("{file} is not in this tree yet"));
+        }
+    }
+    let (program, args): (&str, Vec<String>) = match imp {
+        Impl::Asyncio => ("python3", vec!["-c".into(), "import asyncio".into()]),
+        Impl::Uvloop => ("python3", vec!["-c".into(), "import uvloop".into()]),
+        Impl::Threads => ("python3", vec!["-c".into(), "import threading".into()]),
+        Impl::Node => ("node", vec!["--version".into()]),
+        Impl::Java => ("javac", vec!["-version".into()]),
+        Impl::Rust => return None,
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if !runs(program, &args) {
+        return Some(format!("`{program} {}` fails", args.join(" ")));
+    }
+    if imp == Impl::Java && !runs("java", &["-version"]) {
+        return Some("`java -version` fails".into());
+    }
+    None
+}
+
+/// Work an implementation needs once before its servers start, outside any
+/// listening deadline: herd.sh compiles the Java counterpart on first use
+/// (`--version` compiles, prints and exits).
+pub fn prepare(imp: Impl) -> Result<(), Error> {
+    if imp != Impl::Java {
+        return Ok(());
+    }
+    let out = Command::new(repo_root().join("docs/java/herd.sh"))
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::new(format!("docs/java/herd.sh --version: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "docs/java/herd.sh --version failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Where server `tag` of `imp` writes its GC account in the gc scenario,
+/// and in which format; `None` for Rust, which has no collector.
+pub fn gc_trace(imp: Impl, dir: &Path, tag: &str) -> Option<(GcFormat, PathBuf)> {
+    match imp {
+        Impl::Rust => None,
+        // --trace-gc prints to stdout, which goes to this file.
+        Impl::Node => Some((GcFormat::Node, dir.join(format!("{tag}.stdout")))),
+        Impl::Java => Some((GcFormat::Java, dir.join(format!("{tag}.gc")))),
+        // HERD_GC_LOG=1 puts the account in the herd log.
+        Impl::Threads => Some((GcFormat::Python, dir.join(format!("{tag}.log")))),
+        // herd.py has no switch for it: the bench's wrapper writes it.
+        Impl::Asyncio | Impl::Uvloop => Some((GcFormat::Python, dir.join(format!("{tag}.gc")))),
+    }
+}
+
+/// The environment variable the bench's Python wrapper writes its GC
+/// account to (asyncio and uvloop herds in the gc scenario).
+const GC_FILE_ENV: &str = "HERD_BENCH_GC_FILE";
+
+/// Python run before herd.py under `-c`: `gc.callbacks` timing each
+/// collection, in the format the threads herd logs with `HERD_GC_LOG=1`.
+/// Line-buffered, so nothing is lost when SIGTERM ends the process.
+const PY_GC_PRELUDE: &str = "import gc, os, time\n\
+    _f = open(os.environ['HERD_BENCH_GC_FILE'], 'a', buffering=1)\n\
+    _t = {}\n\
+    def _cb(phase, info):\n\
+    \x20   if phase == 'start':\n\
+    \x20       _t['s'] = time.perf_counter_ns()\n\
+    \x20   elif 's' in _t:\n\
+    \x20       _f.write('gc: generation %d collected %d objects in %.3f ms\\n' % \
+    (info['generation'], info['collected'], (time.perf_counter_ns() - _t.pop('s')) / 1e6))\n\
+    gc.callbacks.append(_cb)\n";
+
+/// Runs the script in `sys.argv[1]` as `__main__` (herd.py takes the same
+/// command line as proxy-herd, so there is no flag to ask it for uvloop).
+const PY_RUN: &str =
+    "import runpy, sys\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n";
+
+/// The command that runs one server of implementation `imp`; with `gc`,
+/// asking its runtime to write its GC account to that file.
+fn server_command(imp: Impl, gc: Option<&Path>) -> Command {
     let root = repo_root();
     match imp {
         Impl::Rust => Command::new(bin_dir().join("proxy-herd")),
-        Impl::Asyncio => {
+        Impl::Asyncio | Impl::Uvloop => {
+            let mut script = String::new();
+            if imp == Impl::Uvloop {
+                script.push_str("import uvloop\nuvloop.install()\n");
+            }
+            if gc.is_some() {
+                script.push_str(PY_GC_PRELUDE);
+            }
             let mut c = Command::new("python3");
-            c.arg(root.join("docs/asyncio/herd.py"));
+            if script.is_empty() {
+                c.arg(root.join("docs/asyncio/herd.py"));
+            } else {
+                script.push_str(PY_RUN);
+                c.arg("-c")
+                    .arg(script)
+                    .arg(root.join("docs/asyncio/herd.py"));
+            }
+            if let Some(file) = gc {
+                c.env(GC_FILE_ENV, file);
+            }
             c
         }
-        Impl::Uvloop => {
-            // The same script, with uvloop's loop policy installed first:
-            // herd.py takes the same command line as proxy-herd, so there is
-            // no flag to ask it for uvloop.
+        Impl::Threads => {
             let mut c = Command::new("python3");
-            c.args([
-                "-c",
-                "import runpy, sys, uvloop; uvloop.install(); \
-                 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
-            ])
-            .arg(root.join("docs/asyncio/herd.py"));
+            c.arg(root.join("docs/threads/herd.py"));
+            if gc.is_some() {
+                c.env("HERD_GC_LOG", "1");
+            }
+            c
+        }
+        Impl::Node => {
+            let mut c = Command::new("node");
+            if gc.is_some() {
+                c.arg("--trace-gc");
+            }
+            c.arg(root.join("docs/node/herd.js"));
+            c
+        }
+        Impl::Java => {
+            let mut c = Command::new(root.join("docs/java/herd.sh"));
+            if let Some(file) = gc {
+                // herd.sh passes HERD_JAVA_OPTS to the JVM after its own flags.
+                c.env(
+                    "HERD_JAVA_OPTS",
+                    format!("-Xlog:gc:file={}", file.display()),
+                );
+            }
             c
         }
     }
@@ -316,11 +434,14 @@ fn server_command(imp: Impl) -> Command {
 
 /// Starts every server in `servers` except those named in `skip` (played by
 /// the bench), and waits until each one's client port accepts.
+/// With `trace_gc`, each server's runtime writes its GC account where
+/// [`gc_trace`] says.
 pub fn start_herd(
     imp: Impl,
     servers: &[ServerSpec],
     skip: &[&str],
     places_url: &str,
+    trace_gc: bool,
     procs: &mut Processes,
     dir: &Path,
 ) -> Result<(), Error> {
@@ -329,7 +450,10 @@ pub fn start_herd(
     let ca = repo_root().join("data/tls/ca.pem");
     for s in servers.iter().filter(|s| !skip.contains(&s.name.as_str())) {
         let tag = format!("{}-{}", imp.name(), s.name);
-        let child = server_command(imp)
+        let gc = gc_trace(imp, dir, &tag)
+            .filter(|_| trace_gc)
+            .map(|(_, f)| f);
+        let child = server_command(imp, gc.as_deref())
             .arg("-c")
             .arg(&herd)
             .arg("-l")
@@ -346,8 +470,11 @@ pub fn start_herd(
             .map_err(|e| Error::new(format!("start {} {}: {e}", imp.name(), s.name)))?;
         procs.push(&tag, child);
     }
+    // Both ports: some counterparts (Java) greet their neighbours before
+    // they open the peer port, so the client port answers first.
     for s in servers.iter().filter(|s| !skip.contains(&s.name.as_str())) {
         wait_listening(s.client, procs, dir)?;
+        wait_listening(s.peer, procs, dir)?;
     }
     Ok(())
 }

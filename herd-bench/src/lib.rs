@@ -10,16 +10,20 @@
 //! - [`limit`]: the bare line server that sets the iamat ceiling.
 //! - [`flood`]: propagation to the farthest server, the bench playing a
 //!   neighbour (`Observer`).
-//! - [`idle`]: memory per idle connection.
+//! - [`idle`]: memory per idle connection, threads and RSS at 1 to 10,000.
+//! - [`procstat`]: threads and context switches from `/proc/PID/task`.
+//! - [`gclog`]: the runtimes' own GC accounts, for the gc scenario.
 //! - [`stats`]: percentiles; [`report`]: tables and JSON; [`svg`]: the chart.
 
 pub mod args;
 pub mod fairness;
 pub mod flood;
+pub mod gclog;
 pub mod idle;
 pub mod launch;
 pub mod limit;
 pub mod load;
+pub mod procstat;
 pub mod report;
 pub mod stats;
 pub mod svg;
@@ -133,6 +137,7 @@ fn header(opts: &Options, setup: String) -> Header {
         depth: opts.depth,
         clients: opts.clients,
         idle: opts.idle,
+        gc_rate: opts.gc_rate,
         setup,
     }
 }
@@ -155,19 +160,39 @@ fn progress(what: &str) {
     eprintln!("herd-bench: {what}");
 }
 
-fn load_spec(opts: &Options, addr: SocketAddr, sc: Scenario, tag: &str) -> LoadSpec {
+fn load_spec(
+    opts: &Options,
+    addr: SocketAddr,
+    sc: Scenario,
+    tag: &str,
+    watch: Option<u32>,
+) -> LoadSpec {
     let (connections, workload) = match sc {
         Scenario::Whatsat => (opts.clients, Workload::Whatsat),
         _ => (opts.connections, Workload::Iamat { depth: opts.depth }),
+    };
+    let rate = match sc {
+        Scenario::Whatsat => None,
+        Scenario::Gc => Some(opts.gc_rate),
+        _ => opts.rate,
+    };
+    // A fresh JIT (Java, Node) is still compiling after the usual warm-up:
+    // gc runs twice as long and counts only its second half, so the tail is
+    // the steady state's.
+    let (warmup, duration) = match sc {
+        Scenario::Gc => (opts.duration, 2 * opts.duration),
+        _ => (warmup(opts.duration), opts.duration),
     };
     LoadSpec {
         addr,
         connections,
         workload,
-        warmup: warmup(opts.duration),
-        duration: opts.duration,
+        warmup,
+        duration,
         tag: tag.to_string(),
-        rate: opts.rate.filter(|_| sc != Scenario::Whatsat),
+        rate,
+        watch,
+        marks: Vec::new(),
     }
 }
 
@@ -194,7 +219,7 @@ fn run_target(opts: &Options) -> Result<Report, Error> {
     let result = match opts.scenario {
         Scenario::Idle => idle::run(addr, opts.pid, opts.idle).map(Outcome::Idle),
         Scenario::Fairness => measure_fairness(opts, addr, "target"),
-        sc => load::run(&load_spec(opts, addr, sc, "target")).map(Outcome::Load),
+        sc => load::run(&load_spec(opts, addr, sc, "target", opts.pid)).map(Outcome::Load),
     };
     report.measurements.push(Measurement {
         implementation: "target".into(),
@@ -212,6 +237,7 @@ fn run_started(opts: &Options) -> Result<Report, Error> {
             Scenario::Whatsat,
             Scenario::Flood,
             Scenario::Idle,
+            Scenario::Gc,
         ],
         Scenario::Limit => Vec::new(),
         sc => vec![sc],
@@ -240,9 +266,10 @@ fn run_started(opts: &Options) -> Result<Report, Error> {
         launch::start_places(&mut services, &dir.path)?
     };
     for &imp in &opts.impls {
-        let why_not = launch::unavailable(imp);
+        let why_not =
+            launch::unavailable(imp).or_else(|| launch::prepare(imp).err().map(|e| e.to_string()));
         if let Some(why) = &why_not {
-            progress(&format!("{} skipped: {why}", imp.name()));
+            progress(&format!("SKIPPED {}: {why}", imp.name()));
         }
         for &sc in &scenarios {
             if interrupted() {
@@ -301,6 +328,7 @@ fn measure(
             &specs,
             &[flood::OBSERVER],
             places_url,
+            false,
             &mut procs,
             &dir,
         )?;
@@ -323,16 +351,48 @@ fn measure(
             .map(Outcome::Flood);
     }
     let specs = launch::herd_specs(&ports, &[])?;
-    launch::start_herd(imp, &specs, &[], places_url, &mut procs, &dir)?;
+    let trace_gc = sc == Scenario::Gc;
+    launch::start_herd(imp, &specs, &[], places_url, trace_gc, &mut procs, &dir)?;
     let target = specs.first().ok_or_else(|| Error::new("empty herd"))?;
     let tag = format!("{}-{}", imp.name(), sc.name());
+    let server_tag = format!("{}-{}", imp.name(), target.name);
+    let pid = procs.pid(&server_tag);
     match sc {
         Scenario::Idle => {
-            let pid = procs.pid(&format!("{}-{}", imp.name(), target.name));
-            idle::run(target.client, pid, opts.idle).map(Outcome::Idle)
+            let (result, held) = idle::run_holding(target.client, pid, opts.idle)?;
+            // The herd stops first, then the connections close.
+            drop(procs);
+            drop(held);
+            Ok(Outcome::Idle(result))
         }
         Scenario::Fairness => measure_fairness(opts, target.client, &tag),
-        _ => load::run(&load_spec(opts, target.client, sc, &tag)).map(Outcome::Load),
+        Scenario::Gc => {
+            let trace = launch::gc_trace(imp, &dir, &server_tag);
+            let mut spec = load_spec(opts, target.client, sc, &tag, pid);
+            spec.marks
+                .extend(trace.iter().map(|(_, file)| file.clone()));
+            let load = load::run(&spec)?;
+            // Every runtime here writes its account line by line as it goes
+            // (checked: Node's --trace-gc, -Xlog, line-buffered Python), so
+            // the bytes written in the window are the window's collections.
+            let gc = trace.map(|(format, file)| {
+                let text = std::fs::read(&file).unwrap_or_default();
+                let (from, to) = load.marks.first().copied().unwrap_or((0, 0));
+                let window = text
+                    .get(from as usize..(to as usize).min(text.len()))
+                    .unwrap_or_default();
+                gclog::account(format, &String::from_utf8_lossy(window))
+            });
+            Ok(Outcome::Gc(report::GcResult { load, gc }))
+        }
+        _ => {
+            if sc == Scenario::Whatsat {
+                if let Err(e) = load::warm_places(target.client, load::WARM_DEADLINE) {
+                    progress(&format!("{} whatsat: {e} (measuring anyway)", imp.name()));
+                }
+            }
+            load::run(&load_spec(opts, target.client, sc, &tag, pid)).map(Outcome::Load)
+        }
     }
 }
 
@@ -341,7 +401,7 @@ fn measure(
 /// what one flooding client costs everyone else.
 fn measure_fairness(opts: &Options, addr: SocketAddr, tag: &str) -> Result<Outcome, Error> {
     let flooder = fairness::Flooder::start(addr, opts.duration + Duration::from_secs(5))?;
-    let mut spec = load_spec(opts, addr, Scenario::Iamat, tag);
+    let mut spec = load_spec(opts, addr, Scenario::Iamat, tag, None);
     spec.connections = 1;
     spec.workload = Workload::Iamat { depth: 1 };
     spec.rate = None;
@@ -359,7 +419,7 @@ fn measure_limit(opts: &Options) -> Result<Outcome, Error> {
     let tag = "limit";
     let id_len = format!("hb-{}-{tag}-{}", std::process::id(), opts.connections - 1).len();
     let server = limit::start(limit::fixed_reply(id_len))?;
-    let result = load::run(&load_spec(opts, server.addr, Scenario::Iamat, tag));
+    let result = load::run(&load_spec(opts, server.addr, Scenario::Iamat, tag, None));
     drop(server);
     result.map(Outcome::Load)
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use super::procstat::{self, Sched};
 use super::stats::{Samples, Summary};
 use super::Error;
 
@@ -63,6 +64,12 @@ pub struct LoadSpec {
     /// IAMATs per second in all, sent on a schedule (open loop); `None`
     /// refills each connection to its depth on every reply (closed loop).
     pub rate: Option<f64>,
+    /// The server process whose context switches are read at the end of the
+    /// warm-up and at the deadline.
+    pub watch: Option<u32>,
+    /// Files (logs) whose lengths are read when the window opens and at the
+    /// deadline, so that what a server wrote in the window can be cut out.
+    pub marks: Vec<std::path::PathBuf>,
 }
 
 /// What one load run measured.
@@ -80,9 +87,25 @@ pub struct LoadResult {
     /// The measured window (duration minus warm-up).
     pub seconds: f64,
     pub latency: Option<Summary>,
+    /// The watched server's context switches in the measured window (and
+    /// its threads at the end), if it was watched and readable.
+    pub sched: Option<Sched>,
+    /// For each of the spec's `marks`, its length at the window's start and
+    /// end (0 if unreadable).
+    pub marks: Vec<(u64, u64)>,
 }
 
 impl LoadResult {
+    /// Context switches (voluntary, involuntary; all threads) per reply
+    /// counted, if the server was watched.
+    pub fn switches_per_reply(&self) -> Option<(f64, f64)> {
+        let s = self.sched?;
+        (self.replies > 0).then(|| {
+            let n = self.replies as f64;
+            (s.all.voluntary as f64 / n, s.all.involuntary as f64 / n)
+        })
+    }
+
     /// Good replies per second.
     pub fn throughput(&self) -> f64 {
         if self.seconds > 0.0 {
@@ -220,6 +243,54 @@ impl Client {
     }
 }
 
+/// How long the WHATSAT before a whatsat measurement may take.
+pub const WARM_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Asks one WHATSAT (after its IAMAT) on a fresh connection and waits for
+/// the answer, up to `deadline`. A whatsat measurement calls this first: a
+/// fresh server's first Places connection (the TLS handshake; a cold JVM's
+/// took longer than a 3 s measurement on this machine) is set-up, not
+/// throughput.
+pub fn warm_places(addr: SocketAddr, deadline: Duration) -> Result<(), Error> {
+    let mut s = StdStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+        .map_err(|e| Error::new(format!("connect {addr}: {e}")))?;
+    let start = Instant::now();
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| Error::new("the clock is before 1970"))?;
+    let id = format!("hb-{}-warm", std::process::id());
+    let ask = format!(
+        "IAMAT {id} {LOCATION} {}.{:09}\nWHATSAT {id} 10 5\n",
+        t.as_secs(),
+        t.subsec_nanos()
+    );
+    s.write_all(ask.as_bytes())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some((at, _)) = take_reply(&buf, Framing::Line) {
+            if let Some((_, ok)) = take_reply(&buf[at..], Framing::UntilBlank) {
+                return if ok {
+                    Ok(())
+                } else {
+                    Err(Error::new("the first WHATSAT was not answered with places"))
+                };
+            }
+        }
+        let left = deadline.saturating_sub(start.elapsed());
+        if left.is_zero() || buf.len() > MAX_REPLY || super::interrupted() {
+            return Err(Error::new(format!("no WHATSAT answer within {deadline:?}")));
+        }
+        s.set_read_timeout(Some(left))?;
+        match s.read(&mut chunk) {
+            Ok(0) => return Err(Error::new("closed before the WHATSAT answer")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::new(format!("waiting for the first WHATSAT: {e}"))),
+        }
+    }
+}
+
 /// Opens a non-blocking client connection (blocking connect: on loopback it
 /// is immediate, and it keeps set-up simple).
 pub fn connect(addr: SocketAddr) -> Result<TcpStream, Error> {
@@ -277,6 +348,10 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
         _ => None,
     };
     let (mut scheduled, mut next_client) = (0u64, 0usize);
+    // Read once the warm-up ends: the window the replies are counted in.
+    let mut sched_start: Option<Sched> = None;
+    let file_len = |p: &std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut marks_start: Option<Vec<u64>> = None;
     for c in clients.iter_mut() {
         if pace.is_none() {
             c.refill(spec.workload);
@@ -289,6 +364,10 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
         let now = Instant::now();
         if now >= deadline || super::interrupted() {
             break;
+        }
+        if now >= warm_end && marks_start.is_none() {
+            sched_start = spec.watch.and_then(procstat::sched);
+            marks_start = Some(spec.marks.iter().map(file_len).collect());
         }
         let tick = if pace.is_some() {
             Duration::from_millis(1)
@@ -368,8 +447,20 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
             scheduled = scheduled.max(due);
         }
     }
+    let sched_end = spec.watch.and_then(procstat::sched);
+    let marks = spec
+        .marks
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let start = marks_start.as_ref().and_then(|m| m.get(i)).copied();
+            (start.unwrap_or(0), file_len(p))
+        })
+        .collect();
     let lost = clients.iter().filter(|c| c.phase == Phase::Lost).count();
     Ok(LoadResult {
+        sched: sched_start.zip(sched_end).map(|(a, b)| b.since(a)),
+        marks,
         connections: spec.connections,
         replies,
         errors,

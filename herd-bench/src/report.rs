@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::args::Scenario;
 use super::flood::FloodResult;
+use super::gclog::GcAccount;
 use super::idle::IdleResult;
 use super::load::LoadResult;
 use super::stats::{human_ns, Summary};
@@ -31,6 +32,8 @@ pub struct Header {
     pub depth: usize,
     pub clients: usize,
     pub idle: usize,
+    /// The gc scenario's open-loop rate.
+    pub gc_rate: f64,
     /// Where the load went: a herd the bench started, or `--target`.
     pub setup: String,
 }
@@ -41,8 +44,18 @@ pub enum Outcome {
     Load(LoadResult),
     Idle(IdleResult),
     Flood(FloodResult),
+    Gc(GcResult),
     Skipped(String),
     Failed(String),
+}
+
+/// The gc scenario: a steady open-loop load, and the runtime's own account
+/// of its collections in the measured window (`None` for Rust, which has no
+/// collector).
+#[derive(Debug, Clone)]
+pub struct GcResult {
+    pub load: LoadResult,
+    pub gc: Option<GcAccount>,
 }
 
 /// One scenario against one implementation.
@@ -149,7 +162,65 @@ impl Report {
                 higher_is_better: true,
                 values: collect(&|i| load(i, Scenario::Whatsat).map(|r| r.throughput())),
             },
+            Metric {
+                name: "context switches per iamat",
+                unit: "vol + invol, all threads",
+                higher_is_better: false,
+                values: collect(&|i| {
+                    load(i, Scenario::Iamat)
+                        .and_then(|r| r.switches_per_reply())
+                        .map(|(v, n)| v + n)
+                }),
+            },
+            Metric {
+                name: "threads, most idle connections",
+                unit: "threads",
+                higher_is_better: false,
+                values: collect(&|i| match self.find(i, Scenario::Idle) {
+                    Some(Outcome::Idle(r)) => {
+                        r.steps.last().and_then(|s| s.threads).map(|t| t as f64)
+                    }
+                    _ => None,
+                }),
+            },
+            Metric {
+                name: "p99.9 at a steady rate",
+                unit: "ms",
+                higher_is_better: false,
+                values: collect(&|i| {
+                    self.gc(i)
+                        .and_then(|g| g.load.latency)
+                        .map(|l| l.p999 as f64 / 1e6)
+                }),
+            },
+            Metric {
+                name: "max at a steady rate",
+                unit: "ms",
+                higher_is_better: false,
+                values: collect(&|i| {
+                    self.gc(i)
+                        .and_then(|g| g.load.latency)
+                        .map(|l| l.max as f64 / 1e6)
+                }),
+            },
+            Metric {
+                name: "longest GC pause (own account)",
+                unit: "ms",
+                higher_is_better: false,
+                values: collect(&|i| {
+                    let g = self.gc(i)?;
+                    // Rust has no collector: its longest pause is none.
+                    Some(g.gc.as_ref().map_or(0.0, |a| a.max_pause_ms))
+                }),
+            },
         ]
+    }
+
+    fn gc(&self, imp: &str) -> Option<&GcResult> {
+        match self.find(imp, Scenario::Gc) {
+            Some(Outcome::Gc(g)) => Some(g),
+            _ => None,
+        }
     }
 
     /// The text report: header, one table per scenario, ratios.
@@ -175,8 +246,9 @@ impl Report {
         let _ = writeln!(
             s,
             "each measurement {:.1} s ({:.1} s warm-up not counted); iamat {} connections x {} in flight; \
-             whatsat {} clients; idle {} connections",
-            h.duration_s, h.warmup_s, h.connections, h.depth, h.clients, h.idle
+             whatsat {} clients; idle {} connections; gc {:.0} IAMATs/s for twice as long, the first half \
+             not counted",
+            h.duration_s, h.warmup_s, h.connections, h.depth, h.clients, h.idle, h.gc_rate
         );
         let load_rows = |sc: Scenario| -> Vec<Vec<String>> {
             self.measurements
@@ -245,6 +317,46 @@ impl Report {
                     );
                 }
             }
+        }
+        let sched: Vec<Vec<String>> = self
+            .measurements
+            .iter()
+            .filter(|m| m.scenario == Scenario::Iamat)
+            .filter_map(|m| match &m.outcome {
+                Outcome::Load(r) => {
+                    let sc = r.sched?;
+                    let (v, n) = r.switches_per_reply()?;
+                    Some(vec![
+                        m.implementation.clone(),
+                        sc.threads.to_string(),
+                        format!("{v:.3}"),
+                        format!("{n:.3}"),
+                        format!("{:.3}", v + n),
+                        format!("{}/{}", sc.main.voluntary, sc.main.involuntary),
+                        format!("{}/{}", sc.all.voluntary, sc.all.involuntary),
+                    ])
+                }
+                _ => None,
+            })
+            .collect();
+        if !sched.is_empty() {
+            let _ = writeln!(
+                s,
+                "\niamat: the loaded server's context switches in the window \
+                 (/proc/PID/task/*/status), per reply counted"
+            );
+            s.push_str(&table(
+                &[
+                    "impl",
+                    "threads",
+                    "vol/reply",
+                    "invol/reply",
+                    "total/reply",
+                    "main vol/invol",
+                    "all vol/invol",
+                ],
+                &sched,
+            ));
         }
         let flood: Vec<Vec<String>> = self
             .measurements
@@ -325,6 +437,84 @@ impl Report {
                     let _ = writeln!(s, "  note ({}): {n}", m.implementation);
                 }
             }
+            let steps: Vec<Vec<String>> = self
+                .measurements
+                .iter()
+                .filter_map(|m| match &m.outcome {
+                    Outcome::Idle(r) if !r.steps.is_empty() => Some(
+                        std::iter::once(m.implementation.clone())
+                            .chain(r.steps.iter().map(|st| {
+                                format!(
+                                    "{}: {} thr, {}",
+                                    st.connections,
+                                    st.threads.map_or("-".into(), |t| t.to_string()),
+                                    st.rss_kb.map_or("-".into(), |k| format!("{k} kB"))
+                                )
+                            }))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect();
+            if !steps.is_empty() {
+                let _ = writeln!(s, "\nidle, on the way: connections: threads, RSS");
+                let width = steps.iter().map(Vec::len).max().unwrap_or(1);
+                let mut head = vec!["impl"];
+                head.extend(std::iter::repeat_n("step", width - 1));
+                s.push_str(&table(&head, &steps));
+            }
+        }
+        let gc: Vec<Vec<String>> = self
+            .measurements
+            .iter()
+            .filter(|m| m.scenario == Scenario::Gc)
+            .map(|m| match &m.outcome {
+                Outcome::Gc(g) => {
+                    let l = g.load.latency.as_ref();
+                    let mut row = vec![
+                        m.implementation.clone(),
+                        format!("{:.0}", g.load.throughput()),
+                    ];
+                    row.extend(
+                        [
+                            l.map(|l| l.p50),
+                            l.map(|l| l.p99),
+                            l.map(|l| l.p999),
+                            l.map(|l| l.max),
+                        ]
+                        .map(|v| v.map_or("-".into(), human_ns)),
+                    );
+                    row.push(match &g.gc {
+                        None => "no collector".into(),
+                        Some(a) => format!(
+                            "{}: {} collections, {:.1} ms in all, longest {:.2} ms",
+                            a.source, a.collections, a.total_pause_ms, a.max_pause_ms
+                        ),
+                    });
+                    row
+                }
+                other => other_row(&m.implementation, other),
+            })
+            .collect();
+        if !gc.is_empty() {
+            let _ = writeln!(
+                s,
+                "\ngc: IAMATs at a steady {:.0}/s (open loop), the tail, and the runtime's own GC account \
+                 in the same window",
+                h.gc_rate
+            );
+            s.push_str(&table(
+                &[
+                    "impl",
+                    "replies/s",
+                    "p50",
+                    "p99",
+                    "p99.9",
+                    "max",
+                    "GC's own account",
+                ],
+                &gc,
+            ));
         }
         let ratios = self.ratio_rows();
         if !ratios.is_empty() {
@@ -342,7 +532,8 @@ impl Report {
                 continue;
             };
             for (other, ov) in m.values.iter().skip(1) {
-                if *ov == 0.0 {
+                // A zero (Rust's GC pause) has no meaningful ratio.
+                if *ov == 0.0 || *bv == 0.0 {
                     continue;
                 }
                 let r = bv / ov;
@@ -374,17 +565,28 @@ impl Report {
                     "scenario": m.scenario.name(),
                 });
                 let extra = match &m.outcome {
-                    Outcome::Load(r) => json!({
-                        "status": "ok",
-                        "connections": r.connections,
-                        "replies": r.replies,
-                        "errors": r.errors,
-                        "first_error": r.first_error,
-                        "lost_connections": r.lost,
-                        "seconds": r.seconds,
-                        "throughput": r.throughput(),
-                        "latency_ns": latency_json(r.latency.as_ref()),
-                    }),
+                    Outcome::Load(r) => load_json(r),
+                    Outcome::Gc(g) => {
+                        let mut v = load_json(&g.load);
+                        if let Some(obj) = v.as_object_mut() {
+                            obj.insert(
+                                "gc".into(),
+                                match &g.gc {
+                                    None => {
+                                        json!({"source": "none (no collector)", "collections": 0})
+                                    }
+                                    Some(a) => json!({
+                                        "source": a.source,
+                                        "collections": a.collections,
+                                        "total_pause_ms": a.total_pause_ms,
+                                        "max_pause_ms": a.max_pause_ms,
+                                    }),
+                                },
+                            );
+                            obj.insert("rate".into(), json!(h.gc_rate));
+                        }
+                        v
+                    }
                     Outcome::Flood(r) => json!({
                         "status": "ok",
                         "origin": r.origin,
@@ -408,6 +610,11 @@ impl Report {
                         "iamat_check_ok": r.check.is_ok(),
                         "iamat_check_ns": r.check.as_ref().ok().map(|d| d.as_nanos() as u64),
                         "iamat_check_error": r.check.as_ref().err(),
+                        "steps": r.steps.iter().map(|st| json!({
+                            "connections": st.connections,
+                            "threads": st.threads,
+                            "rss_kb": st.rss_kb,
+                        })).collect::<Vec<_>>(),
                     }),
                     Outcome::Skipped(why) => json!({"status": "skipped", "reason": why}),
                     Outcome::Failed(why) => json!({"status": "failed", "error": why}),
@@ -447,11 +654,38 @@ impl Report {
                 "depth": h.depth,
                 "clients": h.clients,
                 "idle": h.idle,
+                "gc_rate": h.gc_rate,
             },
             "results": results,
             "metrics": metrics,
         })
     }
+}
+
+fn load_json(r: &LoadResult) -> Value {
+    json!({
+        "status": "ok",
+        "connections": r.connections,
+        "replies": r.replies,
+        "errors": r.errors,
+        "first_error": r.first_error,
+        "lost_connections": r.lost,
+        "seconds": r.seconds,
+        "throughput": r.throughput(),
+        "latency_ns": latency_json(r.latency.as_ref()),
+        "context_switches": r.sched.map(|sc| {
+            let per = r.switches_per_reply();
+            json!({
+                "threads": sc.threads,
+                "main_voluntary": sc.main.voluntary,
+                "main_involuntary": sc.main.involuntary,
+                "voluntary": sc.all.voluntary,
+                "involuntary": sc.all.involuntary,
+                "voluntary_per_reply": per.map(|p| p.0),
+                "involuntary_per_reply": per.map(|p| p.1),
+            })
+        }),
+    })
 }
 
 fn latency_cells(l: Option<&Summary>) -> Vec<String> {
@@ -464,7 +698,7 @@ fn latency_cells(l: Option<&Summary>) -> Vec<String> {
 fn latency_json(l: Option<&Summary>) -> Value {
     match l {
         Some(l) => {
-            json!({"count": l.count, "p50": l.p50, "p90": l.p90, "p99": l.p99, "max": l.max})
+            json!({"count": l.count, "p50": l.p50, "p90": l.p90, "p99": l.p99, "p999": l.p999, "max": l.max})
         }
         None => Value::Null,
     }
@@ -520,11 +754,14 @@ mod tests {
             first_error: None,
             lost: 0,
             seconds: 1.0,
+            sched: None,
+            marks: Vec::new(),
             latency: Some(Summary {
                 count: 3,
                 p50: 1_000,
                 p90: 2_000,
                 p99: 3_000_000,
+                p999: 3_500_000,
                 max: 4_000_000,
             }),
         }

@@ -1,6 +1,7 @@
 //! The comparison chart: hand-written SVG, one small bar chart per metric
-//! (iamat throughput, iamat p99, memory per idle connection, flood p99,
-//! whatsat throughput), one bar per implementation, each labelled with its
+//! ([`super::report::Report::metrics`]: throughput and latency, memory and
+//! threads, context switches, the tail at a steady rate and GC pauses), five
+//! to a row, one bar per implementation side by side, each labelled with its
 //! figure. Pure: metrics in, text out; [`super::run`] writes the file.
 
 use std::fmt::Write as _;
@@ -11,7 +12,13 @@ const PANEL_W: f64 = 230.0;
 const PANEL_H: f64 = 260.0;
 const BAR_AREA_TOP: f64 = 70.0;
 const BAR_AREA_H: f64 = 150.0;
-const COLOURS: [&str; 5] = ["#d9534f", "#337ab7", "#5cb85c", "#999999", "#f0ad4e"];
+/// Panels per row: ten metrics make two rows.
+const PER_ROW: usize = 5;
+/// One per implementation (rust, asyncio, uvloop, node, java, threads,
+/// limit), then again from the start.
+const COLOURS: [&str; 7] = [
+    "#d9534f", "#337ab7", "#5cb85c", "#8e44ad", "#e67e22", "#16a085", "#999999",
+];
 
 /// Escapes text for XML content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -48,8 +55,10 @@ pub fn short_number(v: f64) -> String {
 /// The chart for `metrics`; `title` goes on top. Implementations keep one
 /// colour across panels, in the order of `implementations`.
 pub fn chart(title: &str, implementations: &[String], metrics: &[Metric]) -> String {
-    let width = PANEL_W * metrics.len().max(1) as f64;
-    let height = PANEL_H + 60.0;
+    let cols = metrics.len().clamp(1, PER_ROW);
+    let rows = metrics.len().div_ceil(PER_ROW).max(1);
+    let width = PANEL_W * cols as f64;
+    let height = PANEL_H * rows as f64 + 60.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -66,8 +75,8 @@ pub fn chart(title: &str, implementations: &[String], metrics: &[Metric]) -> Str
         escape(title)
     );
     for (p, m) in metrics.iter().enumerate() {
-        let x0 = PANEL_W * p as f64;
-        let y0 = 30.0;
+        let x0 = PANEL_W * (p % PER_ROW) as f64;
+        let y0 = 30.0 + PANEL_H * (p / PER_ROW) as f64;
         let _ = writeln!(s, r#"<g transform="translate({x0},{y0})">"#);
         let _ = writeln!(
             s,
