@@ -18,6 +18,11 @@
 //!   (`https://` only: the key travels in every request); `--places-ca` is
 //!   not opened here: the Places client reads it at start-up.
 //! - An option given twice is an error (getopts' rule).
+//! - `--peer-cert`, `--peer-key` and `--peer-ca` go together: one or two of
+//!   them is a usage error. Their files are read at start-up, not here (as
+//!   `--places-ca`), by [`crate::tls::peer::PeerTls::load`].
+//! - `proxy-herd certs HERDFILE DIR` is a subcommand only as the very first
+//!   argument; a server named `certs` still runs as `proxy-herd -c FILE certs`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,6 +37,7 @@ use crate::herd::Limits;
 use crate::log::Log;
 use crate::places::http::Endpoint;
 use crate::places::PlacesSettings;
+use crate::tls::peer::PeerTlsFiles;
 
 /// The Places endpoints and API type are the Places client's own; the
 /// command line only names them.
@@ -72,6 +78,8 @@ pub struct ServerOptions {
     pub state_path: Option<PathBuf>,
     /// The file holding the herd's shared secret (`--herd-secret-file`).
     pub herd_secret_file: Option<PathBuf>,
+    /// Peer links over mutual TLS (`--peer-cert`, `--peer-key`, `--peer-ca`).
+    pub peer_tls: Option<PeerTlsFiles>,
 }
 
 /// What the command line asks for.
@@ -79,6 +87,14 @@ pub struct ServerOptions {
 pub enum Command {
     /// Run one server of the herd.
     Run(Box<ServerOptions>),
+    /// `certs HERDFILE DIR`: write the herd's CA and certificates.
+    Certs {
+        /// The herd, loaded from `herd_file`.
+        herd: HerdConfig,
+        herd_file: PathBuf,
+        /// Where the files go.
+        dir: PathBuf,
+    },
     /// Print this usage text (no trailing newline) and exit 0.
     Help(String),
     /// Print this version line (no trailing newline) and exit 0.
@@ -151,7 +167,26 @@ fn options() -> Options {
     opts.optopt(
         "",
         "herd-secret-file",
-        "peers must prove they know the secret in FILE (HMAC over a fresh challenge)",
+        "peers must prove they know the secret in FILE (HMAC over a fresh challenge); \
+         this identifies neighbours but does not protect the stream after it: use the --peer-* options for that",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "peer-cert",
+        "this server's certificate (PEM): with --peer-key and --peer-ca, peer links are mutual TLS 1.3",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "peer-key",
+        "the private key of --peer-cert (PEM)",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "peer-ca",
+        "the herd CA (PEM): the only authority trusted for peer certificates",
         "FILE",
     );
     opts.optflag("h", "help", "print this help and exit");
@@ -161,14 +196,23 @@ fn options() -> Options {
 
 /// The full `--help` text, without a trailing newline.
 fn help_text(opts: &Options) -> String {
-    let brief = "Usage: proxy-herd [OPTIONS] NAME [PORT]\n\n\
+    let brief = "Usage: proxy-herd [OPTIONS] NAME [PORT]\n       \
+                 proxy-herd certs HERDFILE DIR\n\n\
                  Run server NAME of an application-server herd. PORT, when given,\n\
                  overrides its client port (its neighbours still dial the peer\n\
-                 address in the herd file).";
+                 address in the herd file).\n\n\
+                 certs writes a new herd CA (DIR/ca.pem, for --peer-ca) and, for each\n\
+                 server of HERDFILE, DIR/NAME.pem and DIR/NAME.key (for --peer-cert and\n\
+                 --peer-key), each certificate for the DNS name NAME. The CA key is not\n\
+                 kept; existing files are never overwritten.";
     format!(
-        "{}\n\nEnvironment:\n    PLACES_API_KEY      the Google Places API key (never logged)\n\n\
-         Signals:\n    SIGINT, SIGTERM     stop, with the log flushed (exit status 0)\n    \
-         SIGHUP              reopen the log file (for logrotate: docs/logging.md)\n\n\
+        "{}\n\nPeer TLS: a neighbour's certificate must chain to --peer-ca and carry its\n\
+         herd name (the name the herd file gives a neighbour we dial, the name\n\
+         its HELLO claims when it dials us).\n\n\
+         Environment:\n    PLACES_API_KEY      the Google Places API key (never logged)\n\n\
+         Signals:\n    SIGINT, SIGTERM, SIGQUIT  stop, with the log flushed (exit status 0)\n    \
+         SIGHUP              reopen the log file (for logrotate: docs/logging.md)\n    \
+         SIGUSR1, SIGUSR2    logged, nothing else\n\n\
          The contract (protocol, herd file, logs, limits): docs/spec.md",
         opts.usage(brief).trim_end()
     )
@@ -204,6 +248,9 @@ fn non_empty(option: &str, value: Option<String>) -> Result<Option<String>, Usag
 
 /// Parses the command line, without `argv[0]`.
 pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
+    if args.first().map(String::as_str) == Some("certs") {
+        return parse_certs(&args[1..]);
+    }
     let opts = options();
     let matches = opts
         .parse(args)
@@ -252,6 +299,12 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
     let herd_secret_file =
         non_empty("--herd-secret-file", matches.opt_str("herd-secret-file"))?.map(PathBuf::from);
 
+    let peer_tls = peer_tls_files(
+        non_empty("--peer-cert", matches.opt_str("peer-cert"))?,
+        non_empty("--peer-key", matches.opt_str("peer-key"))?,
+        non_empty("--peer-ca", matches.opt_str("peer-ca"))?,
+    )?;
+
     let (name, port) = match matches.free.as_slice() {
         [] => return usage_error("missing server NAME (see --help)"),
         [name] => (name.clone(), None),
@@ -292,7 +345,55 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         idle_timeout_secs,
         state_path,
         herd_secret_file,
+        peer_tls,
     })))
+}
+
+/// All three peer TLS files, or none.
+fn peer_tls_files(
+    cert: Option<String>,
+    key: Option<String>,
+    ca: Option<String>,
+) -> Result<Option<PeerTlsFiles>, UsageError> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(PeerTlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+            ca: ca.into(),
+        })),
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                (cert.is_none(), "--peer-cert"),
+                (key.is_none(), "--peer-key"),
+                (ca.is_none(), "--peer-ca"),
+            ]
+            .into_iter()
+            .filter_map(|(absent, name)| absent.then_some(name))
+            .collect();
+            usage_error(format!(
+                "--peer-cert, --peer-key and --peer-ca go together: {} missing",
+                missing.join(" and ")
+            ))
+        }
+    }
+}
+
+/// `certs HERDFILE DIR` (after the word `certs`).
+fn parse_certs(args: &[String]) -> Result<Command, UsageError> {
+    match args {
+        [flag] if flag == "-h" || flag == "--help" => Ok(Command::Help(help_text(&options()))),
+        [herd_file, dir] if !herd_file.is_empty() && !dir.is_empty() => {
+            let herd_file = PathBuf::from(herd_file);
+            let herd = HerdConfig::load(&herd_file).map_err(|e| UsageError(e.to_string()))?;
+            Ok(Command::Certs {
+                herd,
+                herd_file,
+                dir: PathBuf::from(dir),
+            })
+        }
+        _ => usage_error("usage: proxy-herd certs HERDFILE DIR (see --help)"),
+    }
 }
 
 /// Parses the PORT argument: 1..=65535, digits only.
@@ -487,6 +588,10 @@ mod tests {
                         "--max-clients",
                         "--idle-timeout",
                         "--version",
+                        "--peer-cert",
+                        "--peer-key",
+                        "--peer-ca",
+                        "proxy-herd certs HERDFILE DIR",
                         "PLACES_API_KEY",
                         "SIGHUP",
                     ] {
@@ -644,6 +749,78 @@ mod tests {
             err.0,
             format!("{path}:1: A lists unknown neighbour B (no server of that name in this file)")
         );
+    }
+
+    #[test]
+    fn peer_tls_options_go_together() {
+        let options = run(&[
+            "--peer-cert",
+            "r.pem",
+            "--peer-key=r.key",
+            "--peer-ca",
+            "ca.pem",
+            "Riley",
+        ]);
+        assert_eq!(
+            options.peer_tls,
+            Some(PeerTlsFiles {
+                cert: "r.pem".into(),
+                key: "r.key".into(),
+                ca: "ca.pem".into(),
+            })
+        );
+        assert_eq!(run(&["Riley"]).peer_tls, None);
+        fails(
+            &["--peer-cert", "r.pem", "Riley"],
+            "--peer-cert, --peer-key and --peer-ca go together: --peer-key and --peer-ca missing",
+        );
+        fails(
+            &["--peer-cert", "r.pem", "--peer-ca", "ca.pem", "Riley"],
+            "go together: --peer-key missing",
+        );
+        fails(
+            &["--peer-key", "k", "--peer-ca", "c", "Riley"],
+            "--peer-cert missing",
+        );
+        fails(
+            &["--peer-ca", "c", "Riley"],
+            "--peer-cert and --peer-key missing",
+        );
+        fails(
+            &["--peer-cert=", "--peer-key", "k", "--peer-ca", "c", "Riley"],
+            "--peer-cert: empty value",
+        );
+    }
+
+    #[test]
+    fn certs_subcommand() {
+        let default = shipped("default.herd");
+        match parse_args(&args(&["certs", &default, "out/tls"])) {
+            Ok(Command::Certs {
+                herd,
+                herd_file,
+                dir,
+            }) => {
+                assert_eq!(herd.names().len(), 5);
+                assert_eq!(herd_file, PathBuf::from(&default));
+                assert_eq!(dir, PathBuf::from("out/tls"));
+            }
+            other => panic!("{other:?}"),
+        }
+        fails(&["certs"], "usage: proxy-herd certs HERDFILE DIR");
+        fails(&["certs", &default], "usage: proxy-herd certs HERDFILE DIR");
+        fails(&["certs", &default, "d", "x"], "usage: proxy-herd certs");
+        fails(&["certs", &default, ""], "usage: proxy-herd certs");
+        fails(
+            &["certs", "/nonexistent/x.herd", "d"],
+            "/nonexistent/x.herd: cannot read the herd file",
+        );
+        assert!(matches!(
+            parse_args(&args(&["certs", "--help"])),
+            Ok(Command::Help(_))
+        ));
+        // Only as the first argument: elsewhere `certs` is a server's name.
+        fails(&["-l", "x.log", "certs"], "unknown server \"certs\"");
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - [`herd`]: the herd file, the location store, the peer links' state machines,
 //!   peer authentication and the state file.
 //! - [`places`]: the Places client: HTTP/1.1 over TLS, and the Google-style JSON printer.
+//! - [`tls`]: the one TLS transport (Places, `places-offline`, peer links), peer-link
+//!   TLS configuration and `proxy-herd certs`.
 //! - [`log`]: the buffered event log.
 //! - [`cli`]: the `proxy-herd` command line.
 //!
@@ -26,4 +28,5 @@ pub mod log;
 pub mod places;
 pub mod protocol;
 pub mod timers;
+pub mod tls;
 pub mod transport;

@@ -272,3 +272,69 @@ fn on_a_full_disk_iamats_are_refused_not_acknowledged_and_nothing_acknowledged_i
         assert_eq!(herd.known_at("Riley", client).as_deref(), Some(at.as_str()));
     }
 }
+
+#[test]
+fn a_neighbour_that_reads_slowly_but_stays_alive_meets_the_backlog_bound() {
+    // Riley's neighbour Jaquez is played by this test: it welcomes Riley's
+    // dial and answers PINGs (so the link is never silent), but reads only
+    // a few bytes now and then, with a small receive buffer.
+    let mut herd = Herd::new(
+        "slow-peer",
+        &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])],
+    );
+    let jaquez = herd.index("Jaquez");
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", herd.members[jaquez].peer_port)).unwrap();
+    herd.start_named("Riley");
+    let (link, _) = listener.accept().unwrap();
+    shrink_receive_buffer(&link, 4096);
+    let mut reader = std::io::BufReader::new(link.try_clone().unwrap());
+    let mut hello = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut hello).unwrap();
+    assert!(hello.starts_with("HELLO Riley"), "{hello}");
+    let mut alive = link.try_clone().unwrap();
+    alive.write_all(b"WELCOME Jaquez\n").unwrap();
+    // Keep the link alive from another thread while the client floods.
+    let stop = Arc::new(AtomicBool::new(false));
+    let beating = stop.clone();
+    let beat = std::thread::spawn(move || {
+        let start = Instant::now();
+        while !beating.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
+            if alive.write_all(b"PONG\n").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let mut c = herd.server("Riley").connect();
+    // Bounded: at most 30 batches of 2,000 new positions with 1 KB client
+    // IDs (about 60 MB of updates for the link), or until it is dropped.
+    let pad = "x".repeat(1000);
+    let mut dropped = false;
+    for b in 0..30 {
+        let mut batch = Vec::new();
+        for i in 0..2_000 {
+            batch.extend_from_slice(format!("IAMAT slow{b}-{i}-{pad} +1-1 1\n").as_bytes());
+        }
+        c.send(&batch);
+        for _ in 0..2_000 {
+            c.read_line();
+        }
+        if herd
+            .server("Riley")
+            .log_text()
+            .contains("peer output backlog over its bound")
+        {
+            dropped = true;
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    beat.join().unwrap();
+    assert!(dropped, "the backlog bound was never reached");
+    let log = herd.server("Riley").log_text();
+    assert!(
+        !log.contains("silent too long"),
+        "the silence rule fired first"
+    );
+}

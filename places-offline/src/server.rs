@@ -2,10 +2,10 @@
 //! `Poll`, a slab of TLS connections, the listener, SIGINT/SIGTERM as an
 //! event, and the crate's timer queue ([`proxy_herd::timers::Timers`], whose
 //! payload here is [`TimerEvent`]). Each connection is a
-//! `Conn`: the TLS transport (`read_tls` → `process_new_packets` →
-//! plaintext; our queue of unsent plaintext → `writer()` → `write_tls`) and
-//! the phases of its life. Requests are parsed and answered by
-//! [`super::http`] and [`super::api`]; this file only moves bytes and time.
+//! `Conn`: the crate's TLS transport ([`proxy_herd::tls::TlsTransport`], which
+//! holds all of rustls's plumbing and our queue of unsent plaintext) and the
+//! phases of its life. Requests are parsed and answered by [`super::http`]
+//! and [`super::api`]; this file only moves bytes and time.
 //!
 //! Registration model: every connection is registered once, for READABLE |
 //! WRITABLE, and never re-registered. Readiness is edge-triggered, so every
@@ -13,12 +13,12 @@
 //! tolerates a spurious event (it just finds nothing to do).
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use rustls::{ServerConfig, ServerConnection};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -30,6 +30,7 @@ use super::http::{self, redact_key, Outcome, MAX_BODY, MAX_HEAD};
 use super::options::FailMode;
 use proxy_herd::log::Log;
 use proxy_herd::timers::Timers;
+use proxy_herd::tls::{TlsError, TlsTransport};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -43,6 +44,18 @@ const MAX_BACKLOG: usize = 1 << 20;
 /// How long a closed connection may keep sending before we drop it: reading
 /// until the peer's EOF avoids a reset that could destroy our last answer.
 const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// A TLS handshake not done in this long is dropped (a stalled client
+/// must not hold a slot and its buffers forever).
+const HANDSHAKE_TIME: Duration = Duration::from_secs(5);
+/// A connection that has sent nothing and is owed nothing for this long is
+/// closed, as Google's front ends do with idle keep-alive connections.
+const IDLE_TIME: Duration = Duration::from_secs(30);
+/// At most this many connections at once; past it new ones are closed at
+/// once (and logged), so a flood of them costs a bounded amount of memory.
+const MAX_CONNS: usize = 4096;
+/// After EMFILE, accepting is retried this much later (the listener is
+/// edge-triggered: the waiting connection would never be announced again).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// What a timer does when it fires. Each names a connection by slab key and
 /// by connection number, so a timer for a connection that has since closed
@@ -63,6 +76,22 @@ pub enum TimerEvent {
         /// Connection number.
         conn: u64,
     },
+    /// Drop the connection if its TLS handshake is still not done.
+    HandshakeDeadline {
+        /// Slab key.
+        key: usize,
+        /// Connection number.
+        conn: u64,
+    },
+    /// Close the connection if it has been idle for `IDLE_TIME` (30 s).
+    IdleCheck {
+        /// Slab key.
+        key: usize,
+        /// Connection number.
+        conn: u64,
+    },
+    /// Accepting paused after EMFILE: try again.
+    ResumeAccepting,
 }
 
 /// How answers are shaped, from the command line.
@@ -123,18 +152,18 @@ struct Conn {
     number: u64,
     key: usize,
     peer: SocketAddr,
-    sock: TcpStream,
-    tls: ServerConnection,
+    /// The socket with TLS on it, and the plaintext due to be sent.
+    transport: TlsTransport<ServerConnection>,
     /// Received plaintext not yet parsed.
     inbuf: Vec<u8>,
-    /// Plaintext due to be sent that rustls has not taken yet.
-    outq: VecDeque<u8>,
     /// Answers not yet due.
     owed: VecDeque<Owed>,
     /// Requests taken on this connection so far (`--drop-reused` refuses the
     /// second).
     requests: u64,
     phase: Phase,
+    /// The last readiness event on it (idle connections are closed).
+    last_active: Instant,
 }
 
 impl Conn {
@@ -156,12 +185,16 @@ impl Conn {
     /// Drives the connection as far as it can go now: read, answer, write,
     /// and the closing steps. Called on every readiness event and timer.
     fn pump(&mut self, cx: &mut Context) {
-        let now = Instant::now();
         while matches!(
             self.phase,
             Phase::Handshaking | Phase::Open | Phase::HalfClosed
         ) {
             let got = self.read_records(cx);
+            // Read after the records: the transport sends the handshake's
+            // flight while it reads, so the client's answer (and requests)
+            // can arrive within one read, and a delay counts from the
+            // request's arrival, never from before it.
+            let now = Instant::now();
             let served = self.data_received(cx, now);
             self.release_due(now);
             self.write_records(cx);
@@ -173,17 +206,13 @@ impl Conn {
             self.set_phase(Phase::Closing);
         }
         if self.phase == Phase::Closing {
-            self.write_records(cx);
-            if self.outq.is_empty() && self.phase == Phase::Closing {
-                self.tls.send_close_notify();
-                self.set_phase(Phase::Shutdown);
-            }
+            // close_notify after the last answer, then FIN (the transport's close).
+            self.transport.close();
+            self.set_phase(Phase::Shutdown);
         }
         if self.phase == Phase::Shutdown {
             self.write_records(cx);
-            if !self.tls.wants_write() && self.phase == Phase::Shutdown {
-                // Already gone is fine: we were closing anyway.
-                let _ = self.sock.shutdown(Shutdown::Write);
+            if self.transport.write_closed() && self.phase == Phase::Shutdown {
                 self.set_phase(Phase::Draining);
                 cx.timers.call_later(
                     Instant::now(),
@@ -203,72 +232,43 @@ impl Conn {
     /// Reads TLS records until `WouldBlock` (or our buffer is full) and
     /// decrypts them into `inbuf`; returns how many plaintext bytes came.
     fn read_records(&mut self, cx: &mut Context) -> usize {
-        let mut got = 0;
-        while self.inbuf.len() < MAX_INBUF
-            && matches!(
-                self.phase,
-                Phase::Handshaking | Phase::Open | Phase::HalfClosed
-            )
-        {
-            match self.tls.read_tls(&mut self.sock) {
-                Ok(0) => {
-                    self.eof_received();
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.connection_lost(cx, "read", &e);
-                    break;
-                }
-            }
-            let state = match self.tls.process_new_packets() {
-                Ok(state) => state,
-                Err(e) => {
-                    // Tell the peer why (rustls queued an alert), best effort.
-                    let _ = self.tls.write_tls(&mut self.sock);
-                    self.connection_lost(cx, "tls", &e);
-                    break;
-                }
-            };
-            if self.phase == Phase::Handshaking && !self.tls.is_handshaking() {
-                self.connection_made(cx);
-            }
-            let n = state.plaintext_bytes_to_read();
-            if n > 0 {
-                let start = self.inbuf.len();
-                self.inbuf.resize(start + n, 0);
-                if let Err(e) = self.tls.reader().read_exact(&mut self.inbuf[start..]) {
-                    self.connection_lost(cx, "tls read", &e);
-                    break;
-                }
-                if self.phase == Phase::HalfClosed {
-                    // Input after the last request we answer is not used.
-                    self.inbuf.truncate(start);
-                } else {
-                    got += n;
-                }
-            }
-            if state.peer_has_closed() {
-                self.eof_received();
-                break;
-            }
+        if !matches!(
+            self.phase,
+            Phase::Handshaking | Phase::Open | Phase::HalfClosed
+        ) {
+            return 0;
         }
-        got
+        let start = self.inbuf.len();
+        let received = self.transport.receive(&mut self.inbuf, MAX_INBUF);
+        if self.transport.take_handshake_done() {
+            self.connection_made(cx);
+        }
+        let got = match received {
+            Ok(got) => got,
+            Err(TlsError::Read(e)) => {
+                self.connection_lost(cx, "read", &e);
+                return 0;
+            }
+            Err(e) => {
+                self.connection_lost(cx, "tls", &e);
+                return 0;
+            }
+        };
+        if self.phase == Phase::HalfClosed {
+            // Input after the last request we answer is not used.
+            self.inbuf.truncate(start);
+        }
+        if got.closed.is_some() {
+            self.eof_received();
+        }
+        self.inbuf.len() - start
     }
 
     /// The TLS handshake is complete (asyncio's `connection_made` for TLS).
     fn connection_made(&mut self, cx: &mut Context) {
         self.set_phase(Phase::Open);
-        let version = self
-            .tls
-            .protocol_version()
-            .map_or("?".to_string(), |v| format!("{v:?}"));
-        let suite = self
-            .tls
-            .negotiated_cipher_suite()
-            .map_or("?".to_string(), |s| format!("{:?}", s.suite()));
+        let version = self.transport.version();
+        let suite = self.transport.cipher_suite();
         cx.log.event(format_args!(
             "tls conn={} peer={} handshake done {version} {suite}",
             self.number, self.peer
@@ -287,7 +287,7 @@ impl Conn {
     fn data_received(&mut self, cx: &mut Context, now: Instant) -> usize {
         let mut served = 0;
         while matches!(self.phase, Phase::Open | Phase::HalfClosed)
-            && self.outq.len() < MAX_BACKLOG
+            && self.transport.backlog() < MAX_BACKLOG
             && self.owed.len() < 64
         {
             let s = match http::serve_one(&self.inbuf, cx.service) {
@@ -400,7 +400,7 @@ impl Conn {
 
     /// Moves the answers whose time has come to the output queue, in order.
     fn release_due(&mut self, now: Instant) {
-        if release_due(&mut self.owed, &mut self.outq, now) {
+        if release_due(&mut self.owed, self.transport.out_buf(), now) {
             self.set_phase(Phase::HalfClosed);
         }
     }
@@ -408,57 +408,28 @@ impl Conn {
     /// Hands queued plaintext to rustls and TLS records to the socket, until
     /// both are empty or the socket says `WouldBlock`.
     fn write_records(&mut self, cx: &mut Context) {
-        loop {
-            let mut progress = false;
-            if !self.outq.is_empty() && !self.tls.is_handshaking() {
-                let (front, _) = self.outq.as_slices();
-                match self.tls.writer().write(front) {
-                    Ok(n) => {
-                        self.outq.drain(..n);
-                        progress |= n > 0;
-                    }
-                    Err(e) => return self.connection_lost(cx, "tls write", &e),
-                }
-            }
-            if self.tls.wants_write() {
-                match self.tls.write_tls(&mut self.sock) {
-                    Ok(n) => progress |= n > 0,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(e) => return self.connection_lost(cx, "write", &e),
-                }
-            }
-            if !progress {
-                return;
-            }
+        if let Err(e) = self.transport.flush() {
+            self.connection_lost(cx, "write", &e);
         }
     }
 
     /// Reads and drops input after our close, until EOF.
     fn discard_input(&mut self) {
-        let mut scratch = [0u8; 4096];
-        loop {
-            match self.sock.read(&mut scratch) {
-                Ok(0) => break,
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
+        if self.transport.discard_input() {
+            self.phase = Phase::Closed;
         }
-        self.phase = Phase::Closed;
     }
 }
 
 /// Moves answers from the front of `owed` to `outq` while they are due, so
 /// they leave in request order even if a later one were due sooner. Returns
 /// true when one of them closes the connection (what follows it is dropped).
-fn release_due(owed: &mut VecDeque<Owed>, outq: &mut VecDeque<u8>, now: Instant) -> bool {
+fn release_due(owed: &mut VecDeque<Owed>, outq: &mut Vec<u8>, now: Instant) -> bool {
     while owed.front().is_some_and(|o| o.due <= now) {
         let Some(answer) = owed.pop_front() else {
             break;
         };
-        outq.extend(answer.bytes);
+        outq.extend_from_slice(&answer.bytes);
         if answer.then_close {
             owed.clear();
             return true;
@@ -510,6 +481,8 @@ pub struct EventLoop {
     next_number: u64,
     /// Slab keys of connections that reached `Closed` in this batch.
     closed: Vec<usize>,
+    /// Accepting is paused after EMFILE until a timer resumes it.
+    accept_paused: bool,
 }
 
 impl EventLoop {
@@ -540,6 +513,7 @@ impl EventLoop {
             log,
             next_number: 0,
             closed: Vec::new(),
+            accept_paused: false,
         })
     }
 
@@ -571,7 +545,12 @@ impl EventLoop {
                 match event.token() {
                     LISTENER => self.accept_connections(),
                     SIGNALS => stop |= self.signals.pending().next().is_some(),
-                    Token(key) => self.pump(key),
+                    Token(key) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.last_active = Instant::now();
+                        }
+                        self.pump(key)
+                    }
                 }
             }
             self.run_expired_timers();
@@ -587,17 +566,42 @@ impl EventLoop {
 
     /// Accepts until `WouldBlock` (asyncio's `create_server` callback).
     fn accept_connections(&mut self) {
+        if self.accept_paused {
+            return;
+        }
         loop {
             let (mut sock, peer) = match self.listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // Out of descriptors and the like: the next readiness retries.
-                    self.log.event(format_args!("error accept: {e}"));
+                Err(e) if matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) => {
+                    // Out of descriptors (or memory): the connection waits in
+                    // the backlog and no new edge will say so; retry from
+                    // the timer queue, not a spin.
+                    self.log.event(format_args!(
+                        "accept paused for {} ms: {e}",
+                        ACCEPT_RETRY.as_millis()
+                    ));
+                    self.accept_paused = true;
+                    self.timers.call_later(
+                        Instant::now(),
+                        ACCEPT_RETRY,
+                        TimerEvent::ResumeAccepting,
+                    );
                     return;
                 }
+                Err(e) => {
+                    // ECONNABORTED and the like concern one connection only.
+                    self.log.event(format_args!("error accept: {e}"));
+                    continue;
+                }
             };
+            if self.conns.len() >= MAX_CONNS {
+                self.log.event(format_args!(
+                    "refused {peer}: {MAX_CONNS} connections already open"
+                ));
+                continue;
+            }
             let tls = match ServerConnection::new(Arc::clone(&self.tls_config)) {
                 Ok(tls) => tls,
                 Err(e) => {
@@ -618,18 +622,26 @@ impl EventLoop {
                 self.log.event(format_args!("error register: {e}"));
                 continue;
             }
+            let now = Instant::now();
             entry.insert(Conn {
                 number: self.next_number,
                 key,
                 peer,
-                sock,
-                tls,
+                transport: TlsTransport::new(sock, tls),
                 inbuf: Vec::new(),
-                outq: VecDeque::new(),
                 owed: VecDeque::new(),
                 requests: 0,
                 phase: Phase::Handshaking,
+                last_active: now,
             });
+            let conn = self.next_number;
+            self.timers.call_later(
+                now,
+                HANDSHAKE_TIME,
+                TimerEvent::HandshakeDeadline { key, conn },
+            );
+            self.timers
+                .call_later(now, IDLE_TIME, TimerEvent::IdleCheck { key, conn });
         }
     }
 
@@ -653,8 +665,14 @@ impl EventLoop {
         let now = Instant::now();
         while let Some(event) = self.timers.pop_expired(now) {
             let (key, number) = match event {
-                TimerEvent::Answer { key, conn } | TimerEvent::DrainDeadline { key, conn } => {
-                    (key, conn)
+                TimerEvent::Answer { key, conn }
+                | TimerEvent::DrainDeadline { key, conn }
+                | TimerEvent::HandshakeDeadline { key, conn }
+                | TimerEvent::IdleCheck { key, conn } => (key, conn),
+                TimerEvent::ResumeAccepting => {
+                    self.accept_paused = false;
+                    self.accept_connections();
+                    continue;
                 }
             };
             // A timer for a connection whose slot now holds another is stale.
@@ -663,13 +681,50 @@ impl EventLoop {
             }
             match event {
                 TimerEvent::Answer { .. } => self.pump(key),
-                TimerEvent::DrainDeadline { .. } => {
-                    if let Some(conn) = self.conns.get_mut(key) {
-                        conn.phase = Phase::Closed;
-                        self.closed.push(key);
+                TimerEvent::DrainDeadline { .. } => self.drop_conn(key, None),
+                TimerEvent::HandshakeDeadline { .. } => {
+                    if self
+                        .conns
+                        .get(key)
+                        .is_some_and(|c| c.phase == Phase::Handshaking)
+                    {
+                        self.drop_conn(key, Some("TLS handshake not done in time"));
                     }
                 }
+                TimerEvent::IdleCheck { .. } => self.idle_check(key, now),
+                TimerEvent::ResumeAccepting => {}
             }
+        }
+    }
+
+    /// Frees a connection's slot at the end of the batch, logging why.
+    fn drop_conn(&mut self, key: usize, why: Option<&str>) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if let Some(why) = why {
+                self.log
+                    .event(format_args!("conn={} closed: {why}", conn.number));
+            }
+            conn.phase = Phase::Closed;
+            self.closed.push(key);
+        }
+    }
+
+    /// Closes a connection idle for [`IDLE_TIME`] that is owed nothing, or
+    /// looks again when it could next be.
+    fn idle_check(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let quiet = now.duration_since(conn.last_active);
+        if quiet >= IDLE_TIME && conn.owed.is_empty() {
+            self.drop_conn(key, Some("idle too long"));
+        } else {
+            let conn = conn.number;
+            let wait = IDLE_TIME
+                .saturating_sub(quiet)
+                .max(Duration::from_millis(10));
+            self.timers
+                .call_later(now, wait, TimerEvent::IdleCheck { key, conn });
         }
     }
 
@@ -682,7 +737,7 @@ impl EventLoop {
                 .is_some_and(|c| c.phase == Phase::Closed)
             {
                 let mut conn = self.conns.remove(key);
-                let _ = self.poll.registry().deregister(&mut conn.sock);
+                let _ = self.poll.registry().deregister(conn.transport.stream_mut());
             }
         }
     }
@@ -748,17 +803,17 @@ mod tests {
             owed(due, "e", false),
         ]
         .into();
-        let mut out = VecDeque::new();
+        let mut out = Vec::new();
         assert!(!release_due(&mut queue, &mut out, t0));
         assert!(out.is_empty());
         assert!(!release_due(&mut queue, &mut out, due));
-        assert_eq!(out.iter().copied().collect::<Vec<u8>>(), b"ab");
+        assert_eq!(out, b"ab");
         assert!(release_due(
             &mut queue,
             &mut out,
             due + Duration::from_millis(5)
         ));
-        assert_eq!(out.iter().copied().collect::<Vec<u8>>(), b"abcd");
+        assert_eq!(out, b"abcd");
         assert!(queue.is_empty(), "nothing is sent after a closing answer");
     }
 }

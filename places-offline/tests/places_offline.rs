@@ -846,3 +846,70 @@ fn https_throughput() {
         total as f64 / secs
     );
 }
+
+#[test]
+fn a_stalled_tls_handshake_is_dropped() {
+    let dir = common::TempDir::new("offline-stall");
+    let log = dir.path("offline.log");
+    let server = start(&["--log", log.to_str().unwrap()]);
+    // Connects and never says anything: no ClientHello.
+    let mut stalled = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    // The server closes it (0 bytes or a reset), within its handshake time.
+    let closed = matches!(stalled.read(&mut buf), Ok(0) | Err(_));
+    assert!(closed);
+    common::wait_for("the drop to be logged", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("TLS handshake not done in time")
+            .then_some(())
+    });
+    // Others are still served.
+    assert_eq!(
+        get(server.port, &legacy(&format!("{UCLA}&radius=1000&key=K"))).status,
+        200
+    );
+}
+
+#[test]
+fn out_of_descriptors_it_pauses_accepting_and_serves_again_once_they_free() {
+    // A low descriptor limit for this process only (sh's ulimit), and more
+    // connections than it allows.
+    let dir = common::TempDir::new("offline-emfile");
+    let log = dir.path("offline.log");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 40 && exec {BIN} --listen 127.0.0.1:0 --log {}",
+            log.display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let server = Server { child, port };
+    let many: Vec<TcpStream> = (0..60)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(many.len() > 40, "the backlog takes them all");
+    drop(many);
+    // Once they are gone, a real request is answered: accepting resumed.
+    common::wait_for("places-offline to accept again", || {
+        Client::connect_with(server.port, "localhost", client_config("data/tls/ca.pem"))
+            .ok()
+            .map(|mut c| c.get(&legacy(&format!("{UCLA}&radius=1000&key=K"))).status)
+            .filter(|s| *s == 200)
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("accept paused"), "{text}");
+}

@@ -20,7 +20,7 @@
 //! with nothing queued costs one wake-up and nothing else.
 //!
 //! **Fairness**: asyncio gives each ready socket one `recv` per iteration;
-//! so does this loop. A connection gets one read of at most [`READ_CHUNK`]
+//! so does this loop. A connection gets one read of at most `READ_CHUNK` (64 KiB)
 //! bytes per turn. A read that filled the buffer may have left more in the
 //! kernel, and an edge-triggered poll will not say so again, so the
 //! connection goes on a list served in the next turn, after the others. Each

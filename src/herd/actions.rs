@@ -4,7 +4,7 @@
 //! are sans-IO, like quiche's connections: they write bytes into their
 //! transport's queue (a [`WriteTransport`](crate::transport::WriteTransport),
 //! which is only a buffer) and schedule their timers through
-//! [`Schedule`](crate::timers::Schedule); everything else they want done
+//! [`Schedule`]; everything else they want done
 //! they return as an [`Action`] for the loop to carry out
 //! (`event_loop/mod.rs`, `apply`). Every handler gets the same [`Ctx`].
 

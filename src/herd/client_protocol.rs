@@ -3,7 +3,7 @@
 //!
 //! It splits the bytes it is given into lines, lets the herd decide what
 //! each means ([`Herd::client_line`]), and keeps the replies in request
-//! order ([`Replies`]): a reply that comes after a WHATSAT waiting for Places
+//! order (`Replies`): a reply that comes after a WHATSAT waiting for Places
 //! waits behind it. Replies go into the transport's queue; floods and Places
 //! requests come back as [`Action`]s. The loop (`event_loop/`) owns the socket
 //! and calls the methods named after asyncio's: `connection_made`,
