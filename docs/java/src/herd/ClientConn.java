@@ -66,7 +66,7 @@ final class ClientConn implements Runnable {
             return;
         }
         log.event("client#" + id + " " + addr + " connected");
-        LineBuffer lines = new LineBuffer();
+        LineBuffer lines = new LineBuffer(Protocol.MAX_LINE);
         // Small for an idle connection; doubled while reads fill it, up to one line's limit.
         byte[] buf = new byte[2048];
         try {
@@ -128,6 +128,9 @@ final class ClientConn implements Runnable {
                 Instant now = Instant.now();
                 String at = "AT " + server.name + " " + Protocol.formatDiff(now.getEpochSecond(), now.getNano(), time)
                         + " " + f.get(1) + " " + f.get(2) + " " + f.get(3);
+                if (at.length() > Protocol.MAX_PEER_LINE) {
+                    return invalidLine(line); // its AT line could not travel to the neighbours
+                }
                 log.event("client#" + id + " > " + Protocol.esc(at));
                 if (server.store.update(f.get(1), time, at)) {
                     server.flood(at, null); // into the neighbours' sockets before the reply is queued
@@ -151,8 +154,12 @@ final class ClientConn implements Runnable {
                 }
             }
         }
+        return invalidLine(line);
+    }
+
+    private boolean invalidLine(String line) {
         String reply = Protocol.invalid(line);
-        log.event("client#" + id + " > " + Protocol.esc(reply.substring(0, reply.length() - 1)));
+        server.log.event("client#" + id + " > " + Protocol.esc(reply.substring(0, reply.length() - 1)));
         reply(reply.getBytes(StandardCharsets.ISO_8859_1));
         return true;
     }

@@ -39,7 +39,7 @@ abstract class PeerConn {
     // (Server.catchUpWithPeers), one at a time.
     private final ReentrantLock inputLock = new ReentrantLock();
     private final ByteBuffer readBuf = ByteBuffer.allocate(64 * 1024);
-    final LineBuffer lines = new LineBuffer();
+    final LineBuffer lines = new LineBuffer(Protocol.MAX_PEER_LINE);
     volatile long lastHeard = System.nanoTime();
 
     // Output, guarded by this.
