@@ -69,12 +69,14 @@ final class ClientConn implements Runnable {
         LineBuffer lines = new LineBuffer(Protocol.MAX_LINE);
         // Small for an idle connection; doubled while reads fill it, up to one line's limit.
         byte[] buf = new byte[2048];
+        int unanswered = 0; // bytes read since the last replies left
         try {
             while (true) {
                 int n = in.read(buf);
                 if (n < 0) {
                     break;
                 }
+                unanswered += n;
                 boolean tooLong = lines.feed(buf, n, this::lineReceived);
                 // Floods have left (lineReceived wrote them) before this read's replies do.
                 if (tooLong) {
@@ -86,11 +88,15 @@ final class ClientConn implements Runnable {
                         buf = new byte[buf.length * 2];
                     }
                     // More has arrived with this: read it before replying, so a
-                    // pipelined batch is answered in one write.
-                    if (in.available() > 0) {
+                    // pipelined batch is answered in one write; but reply at
+                    // least every 64 KiB read, as the Rust loop does, or a
+                    // client that writes megabytes before it reads would be
+                    // owed them all at once.
+                    if (unanswered < Protocol.MAX_LINE && in.available() > 0) {
                         continue;
                     }
                 }
+                unanswered = 0;
                 if (!flush()) {
                     return;
                 }

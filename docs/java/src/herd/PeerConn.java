@@ -98,11 +98,14 @@ abstract class PeerConn {
         if (closed) {
             return false;
         }
-        ByteBuffer buf = ByteBuffer.wrap(data);
         try {
-            if (queue.isEmpty()) {
-                written += channel.write(buf);
+            if (!queue.isEmpty()) { // the socket is full already: only queue
+                queue.addLast(ByteBuffer.wrap(data));
+                queued += data.length;
+                return queued > allowance;
             }
+            ByteBuffer buf = ByteBuffer.wrap(data);
+            written += channel.write(buf);
             if (buf.hasRemaining()) {
                 queue.addLast(buf);
                 queued += buf.remaining();
