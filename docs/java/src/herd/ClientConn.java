@@ -66,15 +66,17 @@ final class ClientConn implements Runnable {
             return;
         }
         log.event("client#" + id + " " + addr + " connected");
-        LineBuffer lines = new LineBuffer();
+        LineBuffer lines = new LineBuffer(Protocol.MAX_LINE);
         // Small for an idle connection; doubled while reads fill it, up to one line's limit.
         byte[] buf = new byte[2048];
+        int unanswered = 0; // bytes read since the last replies left
         try {
             while (true) {
                 int n = in.read(buf);
                 if (n < 0) {
                     break;
                 }
+                unanswered += n;
                 boolean tooLong = lines.feed(buf, n, this::lineReceived);
                 // Floods have left (lineReceived wrote them) before this read's replies do.
                 if (tooLong) {
@@ -86,11 +88,15 @@ final class ClientConn implements Runnable {
                         buf = new byte[buf.length * 2];
                     }
                     // More has arrived with this: read it before replying, so a
-                    // pipelined batch is answered in one write.
-                    if (in.available() > 0) {
+                    // pipelined batch is answered in one write; but reply at
+                    // least every 64 KiB read, as the Rust loop does, or a
+                    // client that writes megabytes before it reads would be
+                    // owed them all at once.
+                    if (unanswered < Protocol.MAX_LINE && in.available() > 0) {
                         continue;
                     }
                 }
+                unanswered = 0;
                 if (!flush()) {
                     return;
                 }
@@ -128,6 +134,9 @@ final class ClientConn implements Runnable {
                 Instant now = Instant.now();
                 String at = "AT " + server.name + " " + Protocol.formatDiff(now.getEpochSecond(), now.getNano(), time)
                         + " " + f.get(1) + " " + f.get(2) + " " + f.get(3);
+                if (at.length() > Protocol.MAX_PEER_LINE) {
+                    return invalidLine(line); // its AT line could not travel to the neighbours
+                }
                 log.event("client#" + id + " > " + Protocol.esc(at));
                 if (server.store.update(f.get(1), time, at)) {
                     server.flood(at, null); // into the neighbours' sockets before the reply is queued
@@ -151,8 +160,12 @@ final class ClientConn implements Runnable {
                 }
             }
         }
+        return invalidLine(line);
+    }
+
+    private boolean invalidLine(String line) {
         String reply = Protocol.invalid(line);
-        log.event("client#" + id + " > " + Protocol.esc(reply.substring(0, reply.length() - 1)));
+        server.log.event("client#" + id + " > " + Protocol.esc(reply.substring(0, reply.length() - 1)));
         reply(reply.getBytes(StandardCharsets.ISO_8859_1));
         return true;
     }

@@ -12,12 +12,18 @@ final class LineBuffer {
 
     private static final byte[] NONE = new byte[0];
 
+    private final int limit;
     private byte[] partial = NONE; // the start of a line whose "\n" has not come yet
     private int len;
 
+    /** Lines longer than {@code limit} bytes (without the "\n") are refused. */
+    LineBuffer(int limit) {
+        this.limit = limit;
+    }
+
     /**
      * Feeds {@code n} bytes; every complete line goes to {@code handler}.
-     * Returns true if a line is longer than {@link Protocol#MAX_LINE}: the
+     * Returns true if a line is longer than the limit: the
      * lines before it were handled, and the connection is to be dropped.
      */
     boolean feed(byte[] data, int n, Handler handler) {
@@ -26,7 +32,7 @@ final class LineBuffer {
             if (data[i] != '\n') {
                 continue;
             }
-            if (len + (i - start) > Protocol.MAX_LINE) {
+            if (len + (i - start) > limit) {
                 return true;
             }
             String line;
@@ -43,7 +49,7 @@ final class LineBuffer {
             }
         }
         append(data, start, n - start);
-        return len > Protocol.MAX_LINE;
+        return len > limit;
     }
 
     /** At end of file the last line, without its "\n", is still a line; null if there is none. */

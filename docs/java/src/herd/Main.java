@@ -27,8 +27,6 @@ public final class Main {
     /** The listen backlog asked for (the kernel caps it at net.core.somaxconn). */
     static final int BACKLOG = 4096;
 
-    /** A client socket's kernel send buffer (the kernel doubles it for its bookkeeping). */
-    static final int CLIENT_SNDBUF = 256 * 1024;
 
     public static void main(String[] args) {
         Cli.Parsed parsed;
@@ -200,9 +198,6 @@ public final class Main {
             ClientConn conn = new ClientConn(server, s, server.nextConnId());
             try {
                 s.setTcpNoDelay(true);
-                // Unread replies should wait in our queue, where the 1 MiB rule
-                // sees them, not in up to 4 MiB of autotuned kernel buffer.
-                s.setSendBufferSize(CLIENT_SNDBUF);
                 Thread t = new Thread(null, conn, "client#" + conn.id, Server.SMALL_STACK);
                 t.setDaemon(true);
                 t.start();

@@ -24,6 +24,9 @@ final class Output {
     private final Executor writers;
     private final Failed onFail;
     private final Runnable onDrainedClose;
+    /** Batches are joined into writes of up to this much. */
+    static final int SLICE = 64 * 1024;
+
     private final ArrayDeque<byte[]> queue = new ArrayDeque<>(4); // guarded by this
     private long unsent; // guarded by this: queued bytes plus the write in progress
     private boolean writing; // guarded by this: a writer owns the queue
@@ -98,10 +101,8 @@ final class Output {
                     }
                     closed = true;
                     chunk = null;
-                } else if (queue.size() == 1) {
-                    chunk = queue.pollFirst();
                 } else {
-                    chunk = concat();
+                    chunk = take();
                 }
             }
             if (chunk == null) {
@@ -125,19 +126,32 @@ final class Output {
         }
     }
 
-    /** Everything queued as one array, so that it leaves in one write. */
-    private byte[] concat() {
+    /**
+     * The next write: queued batches, whole, up to {@link #SLICE} bytes (a
+     * larger batch goes alone). Writing in slices keeps {@code unsent} true:
+     * a blocking write says nothing until it is done, so everything in it
+     * counts as unsent until then, even what the kernel took long before.
+     */
+    private byte[] take() { // with this locked
+        if (queue.size() == 1 || queue.peekFirst().length >= SLICE) {
+            return queue.pollFirst();
+        }
         int n = 0;
+        int count = 0;
         for (byte[] b : queue) {
+            if (count > 0 && n + b.length > SLICE) {
+                break;
+            }
             n += b.length;
+            count++;
         }
         byte[] all = new byte[n];
         int at = 0;
-        for (byte[] b : queue) {
+        for (int i = 0; i < count; i++) {
+            byte[] b = queue.pollFirst();
             System.arraycopy(b, 0, all, at, b.length);
             at += b.length;
         }
-        queue.clear();
         return all;
     }
 }

@@ -39,7 +39,7 @@ abstract class PeerConn {
     // (Server.catchUpWithPeers), one at a time.
     private final ReentrantLock inputLock = new ReentrantLock();
     private final ByteBuffer readBuf = ByteBuffer.allocate(64 * 1024);
-    final LineBuffer lines = new LineBuffer();
+    final LineBuffer lines = new LineBuffer(Protocol.MAX_PEER_LINE);
     volatile long lastHeard = System.nanoTime();
 
     // Output, guarded by this.
@@ -98,11 +98,14 @@ abstract class PeerConn {
         if (closed) {
             return false;
         }
-        ByteBuffer buf = ByteBuffer.wrap(data);
         try {
-            if (queue.isEmpty()) {
-                written += channel.write(buf);
+            if (!queue.isEmpty()) { // the socket is full already: only queue
+                queue.addLast(ByteBuffer.wrap(data));
+                queued += data.length;
+                return queued > allowance;
             }
+            ByteBuffer buf = ByteBuffer.wrap(data);
+            written += channel.write(buf);
             if (buf.hasRemaining()) {
                 queue.addLast(buf);
                 queued += buf.remaining();

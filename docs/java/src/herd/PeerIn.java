@@ -52,13 +52,24 @@ final class PeerIn extends PeerConn implements Runnable {
         return pings > 0 ? " (" + pings + " PINGs answered)" : "";
     }
 
+    private static final Protocol.PeerLine PING_LINE = Protocol.PeerLine.of(Protocol.Kind.PING);
+    private static final byte[] PONG = "PONG\n".getBytes(StandardCharsets.ISO_8859_1);
+
+    /** A reply to the neighbour; one that never reads ours is dropped at the bound, like any peer. */
     private void answer(String line) {
-        send((line + "\n").getBytes(StandardCharsets.ISO_8859_1));
+        answer((line + "\n").getBytes(StandardCharsets.ISO_8859_1));
+    }
+
+    private void answer(byte[] bytes) {
+        if (send(bytes)) {
+            close("peer output backlog over its bound");
+        }
     }
 
     @Override
     boolean lineReceived(String line) {
-        Protocol.PeerLine msg = Protocol.parsePeerLine(line);
+        // A heartbeat is the commonest line by far: no parsing for it.
+        Protocol.PeerLine msg = line.equals("PING") ? PING_LINE : Protocol.parsePeerLine(line);
         Log log = server.log;
         boolean quiet = msg.kind() == Protocol.Kind.PING || (catchingUp && msg.kind() == Protocol.Kind.AT);
         if (!quiet) {
@@ -113,7 +124,7 @@ final class PeerIn extends PeerConn implements Runnable {
                             + catchUpNew + " new, " + catchUpBytes + " bytes, in "
                             + millis(System.nanoTime() - catchUpStart) + " ms)");
                 }
-                answer("PONG");
+                answer(PONG);
             }
             default -> log.event(label() + ": invalid line ignored");
         }

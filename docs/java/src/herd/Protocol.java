@@ -20,6 +20,14 @@ final class Protocol {
     /** A longer line disconnects the client. */
     static final int MAX_LINE = 64 * 1024;
 
+    /**
+     * A longer line breaks a peer link (src/protocol/peer.rs). An AT line is
+     * longer than its IAMAT, so peers take a little more than clients, and an
+     * IAMAT whose AT line would still not fit is refused at the client port:
+     * no link ever meets a line it refuses.
+     */
+    static final int MAX_PEER_LINE = MAX_LINE + 1024;
+
     static final long NS = 1_000_000_000L;
 
     // Java's \d is ASCII only unless UNICODE_CHARACTER_CLASS is asked for,

@@ -281,7 +281,7 @@ public final class SelfTest {
     }
 
     static void lineBuffer() {
-        LineBuffer b = new LineBuffer();
+        LineBuffer b = new LineBuffer(Protocol.MAX_LINE);
         java.util.ArrayList<String> got = new java.util.ArrayList<>();
         byte[] part1 = "IAM".getBytes(StandardCharsets.ISO_8859_1);
         byte[] part2 = "AT x\nsecond\r\nthi".getBytes(StandardCharsets.ISO_8859_1);
@@ -292,6 +292,7 @@ public final class SelfTest {
         eq(null, b.finish(), "nothing more");
         byte[] big = new byte[Protocol.MAX_LINE + 2];
         java.util.Arrays.fill(big, (byte) 'x');
-        eq(true, new LineBuffer().feed(big, big.length, got::add), "a line over 64 KiB");
+        eq(true, new LineBuffer(Protocol.MAX_LINE).feed(big, big.length, got::add), "a line over 64 KiB");
+        eq(false, new LineBuffer(Protocol.MAX_PEER_LINE).feed(big, big.length, got::add), "a peer takes it");
     }
 }
