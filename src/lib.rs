@@ -14,6 +14,10 @@
 //! - [`places`]: the Places client: HTTP/1.1 over TLS, and the Google-style JSON printer.
 //! - [`tls`]: the one TLS transport (Places, `places-offline`, peer links), peer-link
 //!   TLS configuration and `proxy-herd certs`.
+//! - [`http`], [`observe`]: the read-only HTTP endpoint's parts (requests,
+//!   responses, the sans-IO connection object, the live page; the metrics,
+//!   `/status` and recent updates), built and unit-tested but not yet wired
+//!   into the loop (issue 11; docs/http.md).
 //! - [`log`]: the buffered event log.
 //! - [`cli`]: the `proxy-herd` command line.
 //!
@@ -24,7 +28,9 @@ pub mod cli;
 pub mod conn_ref;
 pub mod event_loop;
 pub mod herd;
+pub mod http;
 pub mod log;
+pub mod observe;
 pub mod places;
 pub mod protocol;
 pub mod timers;
