@@ -6,7 +6,8 @@
 #   ./run_herd.sh stop [NAME...]      stop (all by default), cleanly
 #   ./run_herd.sh restart [NAME...]   stop, then start (the servers; the
 #                                     offline Places service keeps running)
-#   ./run_herd.sh status              which servers run, their pids and ports
+#   ./run_herd.sh status              which servers run, their pids, ports and
+#                                     whether their peer links are TLS
 #
 # Environment:
 #   HERD_CONFIG          herd file (default docs/herds/default.herd)
@@ -20,6 +21,10 @@
 #   HERD_BIN_DIR         where proxy-herd and places-offline are (default
 #                        target/release, built when missing or stale; a
 #                        folder given here is used as it is)
+#   HERD_TLS             1: peer links over mutual TLS. The herd's certificates
+#                        are made once, by proxy-herd certs, in
+#                        $HERD_DIR/run/tls (ca.pem, NAME.pem, NAME.key), and
+#                        every server gets --peer-cert, --peer-key, --peer-ca
 #
 # Each server runs as target/release/proxy-herd with its log in
 # $HERD_DIR/logs/NAME.log, its stdout and stderr appended to
@@ -46,6 +51,7 @@ RUN_DIR="$HERD_DIR/run"
 BIN_DIR="$(absolute "${HERD_BIN_DIR:-$ROOT/target/release}")"
 SERVER_BIN="$BIN_DIR/proxy-herd"
 OFFLINE_BIN="$BIN_DIR/places-offline"
+TLS_DIR="$RUN_DIR/tls"
 OFFLINE_NAME="places-offline"
 OFFLINE_PORT="${PLACES_OFFLINE_PORT:-18443}"
 OFFLINE_KEY="offline-dev-key"
@@ -333,9 +339,37 @@ places_api_new() {
     return 1
 }
 
+# With HERD_TLS=1: makes the herd's certificates in $TLS_DIR unless there.
+# A herd that gained a server since is refused rather than re-issued: a new
+# CA would cut off the servers still running with the old one.
+ensure_certs() {
+    local name missing=()
+    if [[ ! -e "$TLS_DIR/ca.pem" ]]; then
+        "$SERVER_BIN" certs "$HERD_CONFIG" "$TLS_DIR" >/dev/null ||
+            die "cannot make the herd's certificates in $TLS_DIR"
+        echo "made the herd's certificates in $TLS_DIR"
+        return 0
+    fi
+    while read -r name; do
+        if [[ ! -r "$TLS_DIR/$name.pem" || ! -r "$TLS_DIR/$name.key" ]]; then
+            missing+=("$name")
+        fi
+    done < <(herd_names)
+    ((${#missing[@]} == 0)) ||
+        die "$TLS_DIR has no certificate for ${missing[*]}: stop the herd, remove $TLS_DIR and start again"
+}
+
+# The peer TLS options of server $1 (none unless HERD_TLS=1).
+tls_args() {
+    if [[ "${HERD_TLS:-}" == 1 ]]; then
+        printf '%s\n' --peer-cert "$TLS_DIR/$1.pem" --peer-key "$TLS_DIR/$1.key" \
+            --peer-ca "$TLS_DIR/ca.pem"
+    fi
+}
+
 cmd_start() {
     local names=("$@") name pid host port failed=0
-    local server_args=() extra=()
+    local server_args=() extra=() peer_tls=()
     if ((${#names[@]} == 0)); then
         mapfile -t names < <(herd_names)
         ((${#names[@]} > 0)) || die "no servers in $HERD_CONFIG"
@@ -343,6 +377,7 @@ cmd_start() {
     check_names "${names[@]}"
     build_if_needed
     mkdir -p "$LOG_DIR" "$RUN_DIR"
+    if [[ "${HERD_TLS:-}" == 1 ]]; then ensure_certs; fi
 
     read -r -a extra <<<"${HERD_SERVER_ARGS:-}"
     if [[ -z "${PLACES_API_KEY:-}" ]]; then
@@ -368,8 +403,9 @@ cmd_start() {
             failed=1
             continue
         fi
+        mapfile -t peer_tls < <(tls_args "$name")
         launch "$name" "$LOG_DIR/$name.stderr" "$SERVER_BIN" -c "$HERD_CONFIG" \
-            -l "$LOG_DIR/$name.log" "${server_args[@]}" "$name"
+            -l "$LOG_DIR/$name.log" "${server_args[@]}" "${peer_tls[@]}" "$name"
         launched+=("$name")
     done
     for name in "${launched[@]}"; do
@@ -468,22 +504,31 @@ cmd_stop() {
     if ((${#offline[@]} > 0)); then stop_many "${offline[@]}"; fi
 }
 
+# How server pid $1's peer links are set up: "tls" when it was started with
+# the peer TLS options, "plain" otherwise ("-" when /proc cannot tell).
+peer_mode() {
+    local cmdline
+    [[ -r "/proc/$1/cmdline" ]] || { echo -; return; }
+    cmdline="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true)"
+    if [[ "$cmdline" == *"--peer-cert "* ]]; then echo tls; else echo plain; fi
+}
+
 cmd_status() {
     local name host port pid
     (($# == 0)) || EXIT_CODE=2 die "status takes no arguments"
-    printf '%-16s %-8s %-8s %s\n' NAME STATE PID ADDRESS
+    printf '%-16s %-8s %-8s %-6s %s\n' NAME STATE PID PEERS ADDRESS
     while read -r name host port; do
         if [[ "$host" == *:* ]]; then host="[$host]"; fi
         if pid="$(running_pid "$name")"; then
-            printf '%-16s %-8s %-8s %s\n' "$name" running "$pid" "$host:$port"
+            printf '%-16s %-8s %-8s %-6s %s\n' "$name" running "$pid" "$(peer_mode "$pid")" "$host:$port"
         else
-            printf '%-16s %-8s %-8s %s\n' "$name" stopped - "$host:$port"
+            printf '%-16s %-8s %-8s %-6s %s\n' "$name" stopped - - "$host:$port"
         fi
     done < <(herd_servers)
     if pid="$(running_pid "$OFFLINE_NAME")"; then
-        printf '%-16s %-8s %-8s %s\n' "$OFFLINE_NAME" running "$pid" "https://127.0.0.1:$OFFLINE_PORT"
+        printf '%-16s %-8s %-8s %-6s %s\n' "$OFFLINE_NAME" running "$pid" - "https://127.0.0.1:$OFFLINE_PORT"
     else
-        printf '%-16s %-8s %-8s %s\n' "$OFFLINE_NAME" stopped - "https://127.0.0.1:$OFFLINE_PORT"
+        printf '%-16s %-8s %-8s %-6s %s\n' "$OFFLINE_NAME" stopped - - "https://127.0.0.1:$OFFLINE_PORT"
     fi
 }
 

@@ -32,7 +32,7 @@ need python3 python3
 need c++ g++
 
 echo "== form: cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings"
-cargo fmt --check
+cargo fmt --all --check
 cargo fmt --check --manifest-path fuzz/Cargo.toml
 cargo clippy --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
@@ -54,8 +54,20 @@ counterpart() {
 }
 counterpart asyncio asyncio/herd.py python3 "$@"
 counterpart threads threads/herd.py python3 "$@"
+if command -v python3 >/dev/null 2>&1; then
+    echo "== the Python-threads counterpart's unit tests (docs/threads/test_herd.py)"
+    python3 -m unittest discover -s docs/threads -p 'test_*.py'
+fi
 counterpart node node/herd.js node "$@"
+if [ -e docs/node/test.js ] && command -v node >/dev/null 2>&1; then
+    echo "== the Node.js counterpart's unit tests (docs/node/test.js)"
+    node --test docs/node/test.js
+fi
 counterpart java java/herd.sh javac "$@"
+if command -v javac >/dev/null 2>&1; then
+    echo "== the Java counterpart's unit tests (docs/java/test.sh)"
+    docs/java/test.sh
+fi
 
 echo "== partitions across network namespaces"
 if [ "$(id -u)" = 0 ]; then

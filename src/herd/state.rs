@@ -43,6 +43,9 @@ pub struct StateFile {
     file: File,
     buf: Vec<u8>,
     records: u64,
+    /// The file's length after the last write that succeeded: a failed
+    /// write is cut back to it, so no torn record is left mid-file.
+    len: u64,
 }
 
 /// FNV-1a, 64 bits: enough to tell a damaged record, and no crate needed.
@@ -106,11 +109,13 @@ impl StateFile {
                 None => loaded.skipped += 1,
             }
         }
+        let len = file.metadata()?.len();
         let state = StateFile {
             path: path.to_path_buf(),
             file,
             buf: Vec::new(),
             records,
+            len,
         };
         Ok((state, loaded))
     }
@@ -122,13 +127,33 @@ impl StateFile {
     }
 
     /// Writes the queued records (to the kernel; see the module comment).
+    /// On failure (ENOSPC, EIO) they are dropped and the file is cut back to
+    /// what was whole before, so later records still parse.
     pub fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let result = self.file.write_all(&self.buf);
+        match &result {
+            Ok(()) => self.len += self.buf.len() as u64,
+            Err(_) => {
+                let _ = self.file.set_len(self.len);
+            }
+        }
         self.buf.clear();
         result
+    }
+
+    /// True when records are queued and not yet written.
+    pub fn has_pending(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Records and writes one position at once: the caller acknowledges it
+    /// only if this succeeds.
+    pub fn write_now(&mut self, at_line: &[u8]) -> io::Result<()> {
+        self.record(at_line);
+        self.flush()
     }
 
     /// True once the file holds many more records than the `live` positions.
@@ -153,6 +178,23 @@ impl StateFile {
         std::fs::rename(&tmp, &self.path)?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.records = records;
+        self.len = out.len() as u64;
+        Ok(())
+    }
+}
+
+impl StateFile {
+    /// Unit tests: every write fails from now on, as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&mut self) -> io::Result<()> {
+        self.file = OpenOptions::new().append(true).open("/dev/full")?;
+        Ok(())
+    }
+
+    /// Unit tests: writes go to the real file again (space came back).
+    #[cfg(test)]
+    pub(crate) fn heal(&mut self) -> io::Result<()> {
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
         Ok(())
     }
 }

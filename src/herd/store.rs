@@ -46,6 +46,14 @@ impl Store {
         }
     }
 
+    /// True if this position would replace what is known (or is the first).
+    pub fn is_new(&self, client: &[u8], time_ns: i128, at_line: &[u8]) -> bool {
+        match self.positions.get(client) {
+            Some(known) => (time_ns, at_line) > (known.time_ns, &known.at_line[..]),
+            None => true,
+        }
+    }
+
     /// The newest position of `client`, if known.
     pub fn get(&self, client: &[u8]) -> Option<&Position> {
         self.positions.get(client)

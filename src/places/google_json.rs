@@ -5,7 +5,7 @@
 //! [`squeeze`] applies the reply's newline rule, and [`error_json`] builds the
 //! error object the herd sends when Places fails. Deciding *what* to print
 //! (cutting results, converting Places API (New) answers, mapping HTTP
-//! failures) lives in [`super::new_api`]; the HTTP exchange in [`super::http`].
+//! failures) lives in [`super::reply`]; the HTTP exchange in [`super::http`].
 //!
 //! `serde_json` is built with `preserve_order` (keys stay in Google's order)
 //! and `arbitrary_precision` (a number keeps the digits Google wrote, so

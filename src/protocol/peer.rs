@@ -16,6 +16,12 @@
 use super::client::{parse_location, parse_time};
 use super::{fields, split_exact};
 
+/// The longest peer line a server accepts: room for the AT line of the
+/// longest IAMAT the client port accepts ([`super::client::MAX_LINE`]) plus
+/// the server's name and time difference. A server never sends a longer one:
+/// an IAMAT whose AT line would not fit is refused at the client port.
+pub const MAX_PEER_LINE: usize = super::client::MAX_LINE + 1024;
+
 /// One peer line, parsed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PeerMessage<'a> {

@@ -1,0 +1,143 @@
+package herd;
+
+import java.io.IOException;
+import java.io.OutputStream;
+import java.util.ArrayDeque;
+import java.util.concurrent.Executor;
+
+/**
+ * A client's replies on their way out. The client's own thread must never
+ * block in write() (it would stop reading, and a client that never reads
+ * would hold it forever), so {@link #send} only queues; a writer borrowed from
+ * a shared pool drains the queue with blocking writes, one write per batch,
+ * and goes back to the pool when the queue is empty. An idle connection
+ * therefore costs no writer thread. What is queued and not yet taken by the
+ * kernel is counted, which is what the 1 MiB bound is about (SPEC section 4).
+ */
+final class Output {
+    /** What happens when a write fails or the bound is passed. */
+    interface Failed {
+        void failed(String why);
+    }
+
+    private final OutputStream out;
+    private final Executor writers;
+    private final Failed onFail;
+    private final Runnable onDrainedClose;
+    private final ArrayDeque<byte[]> queue = new ArrayDeque<>(4); // guarded by this
+    private long unsent; // guarded by this: queued bytes plus the write in progress
+    private boolean writing; // guarded by this: a writer owns the queue
+    private boolean closing; // guarded by this: close once drained
+    private boolean closed; // guarded by this
+
+    Output(OutputStream out, Executor writers, Failed onFail, Runnable onDrainedClose) {
+        this.out = out;
+        this.writers = writers;
+        this.onFail = onFail;
+        this.onDrainedClose = onDrainedClose;
+    }
+
+    /** Queues one batch; true if more than {@code limit} bytes are now unsent. */
+    synchronized boolean send(byte[] data, long limit) {
+        if (closed || closing) {
+            return false; // nobody is listening any more: drop it
+        }
+        queue.addLast(data);
+        unsent += data.length;
+        if (!writing) {
+            writing = true;
+            try {
+                writers.execute(this::drain);
+            } catch (RuntimeException | OutOfMemoryError e) { // no thread to be had
+                writing = false;
+                closed = true;
+                queue.clear();
+                onFail.failed("cannot start a writer: " + e); // the client's lock is ours already
+                return false;
+            }
+        }
+        return unsent > limit;
+    }
+
+    synchronized long unsent() {
+        return unsent;
+    }
+
+    /** Closes the connection once everything queued is written (after EOF). */
+    void closeWhenDrained() {
+        boolean now;
+        synchronized (this) {
+            if (closed || closing) {
+                return;
+            }
+            closing = true;
+            now = !writing;
+            if (now) {
+                closed = true;
+            }
+        }
+        if (now) {
+            onDrainedClose.run();
+        }
+    }
+
+    /** Stops writing: the connection is being closed. */
+    synchronized void close() {
+        closed = true;
+        queue.clear();
+    }
+
+    private void drain() {
+        while (true) {
+            byte[] chunk;
+            synchronized (this) {
+                if (closed || queue.isEmpty()) {
+                    writing = false;
+                    if (closed || !closing) {
+                        return;
+                    }
+                    closed = true;
+                    chunk = null;
+                } else if (queue.size() == 1) {
+                    chunk = queue.pollFirst();
+                } else {
+                    chunk = concat();
+                }
+            }
+            if (chunk == null) {
+                onDrainedClose.run(); // drained after EOF: now close
+                return;
+            }
+            try {
+                out.write(chunk);
+            } catch (IOException e) {
+                synchronized (this) {
+                    writing = false;
+                    closed = true;
+                    queue.clear();
+                }
+                onFail.failed("write failed: " + e.getMessage());
+                return;
+            }
+            synchronized (this) {
+                unsent -= chunk.length;
+            }
+        }
+    }
+
+    /** Everything queued as one array, so that it leaves in one write. */
+    private byte[] concat() {
+        int n = 0;
+        for (byte[] b : queue) {
+            n += b.length;
+        }
+        byte[] all = new byte[n];
+        int at = 0;
+        for (byte[] b : queue) {
+            System.arraycopy(b, 0, all, at, b.length);
+            at += b.length;
+        }
+        queue.clear();
+        return all;
+    }
+}
