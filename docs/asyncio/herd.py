@@ -689,6 +689,9 @@ class ClientProtocol(asyncio.Protocol):
         if self.closed:
             return
         if self.out:
+            # The log first, as the Rust loop does: a client that has its
+            # reply finds the events that made it already in the log.
+            self.server.log.flush()
             self.transport.write(bytes(self.out))
             self.out.clear()
         if self.transport.get_write_buffer_size() > MAX_BACKLOG:
