@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run_herd.sh: start, stop and inspect a whole proxy-herd herd on this machine
-# (SPEC section 3).
+# (docs/spec.md §3).
 #
 #   ./run_herd.sh start [NAME...]     build (release) if needed, start in the background
 #   ./run_herd.sh stop [NAME...]      stop (all by default), cleanly

@@ -1,4 +1,4 @@
-//! The `proxy-herd` command line (SPEC section 3): options and arguments in,
+//! The `proxy-herd` command line (docs/spec.md §3): options and arguments in,
 //! a [`Command`] or a one-line [`UsageError`] out.
 //!
 //! Parsing loads the herd file (through [`crate::herd::config`]) so that an
@@ -6,7 +6,7 @@
 //! Printing, exit codes (2 for a [`UsageError`]) and starting the server
 //! belong to `src/bin/proxy-herd.rs`.
 //!
-//! Choices where the SPEC is silent:
+//! Choices where docs/spec.md is silent:
 //!
 //! - `--help` and `--version` win over every other argument, so
 //!   `proxy-herd --help` needs no NAME; `--help` wins over `--version`.

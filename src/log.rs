@@ -1,4 +1,4 @@
-//! The event log (SPEC section 6): one line per event, each starting with an
+//! The event log (docs/spec.md §6): one line per event, each starting with an
 //! RFC 3339 UTC timestamp with microseconds.
 //!
 //! Lines go into a memory buffer; the event loop calls [`Log::flush`] once per

@@ -309,19 +309,8 @@ fn a_returning_neighbours_hello_cancels_the_backoff() {
     assert_eq!(herd.known_at("Riley", "back").as_deref(), Some(at.as_str()));
 }
 
-/// Until the lead's change to event_loop/peers.rs (heartbeats counted, not
-/// logged: docs/spec.md §6) lands, the Rust server skips the idle-log test.
-/// Flip this to true with that change.
-const RUST_COUNTS_HEARTBEATS: bool = false;
-
 #[test]
 fn an_idle_herds_logs_grow_by_nothing_but_real_events() {
-    if implementation() == "rust" && !RUST_COUNTS_HEARTBEATS {
-        eprintln!(
-            "SKIPPED for rust: heartbeats are still logged line by line (RUST_COUNTS_HEARTBEATS)"
-        );
-        return;
-    }
     // Riley has a real neighbour, Jaquez, and one the test plays, Tester,
     // whose PINGs are the test's clock: no sleeps.
     let mut herd = Herd::new(

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """proxy-herd in asyncio: the same application-server herd as the Rust mio
-loop (SPEC sections 3-6), written with the standard library only.
+loop (docs/spec.md §3-6), written with the standard library only.
 
     python3 docs/asyncio/herd.py [OPTIONS] NAME [PORT]
 
@@ -22,7 +22,7 @@ only the callbacks:
 Protocols rather than streams: a Protocol's data_received hands us every line
 that arrived in one read, so the replies to a pipelined batch go out in one
 write, and floods are written to the neighbours before the client's reply in
-the same callback (SPEC section 5: "in the same turn of the loop").
+the same callback (docs/spec.md §5: "in the same turn of the loop").
 """
 
 import asyncio
@@ -62,7 +62,7 @@ FIELD_MASK = ("places.id,places.displayName,places.location,places.types,"
               "places.shortFormattedAddress,places.formattedAddress")
 
 DEFAULT_HERD_TEXT = """\
-# The default herd (SPEC section 2). Peer ports default to client port + 10000.
+# The default herd (docs/spec.md §2). Peer ports default to client port + 10000.
 Riley       127.0.0.1:12000    Jaquez Juzang
 Jaquez      127.0.0.1:12001    Riley Bernard
 Juzang      127.0.0.1:12002    Riley Bernard Campbell
@@ -420,7 +420,7 @@ class Log:
 
 
 # ----- the client protocol, pure (src/protocol/client.rs) ---------------------
-# Lines are bytes. bytes.split() with no argument splits on exactly the SPEC's
+# Lines are bytes. bytes.split() with no argument splits on exactly docs/spec.md's
 # white space: space, \t, \n, \r, \v and \f.
 
 DECIMAL = rb"(\d+)(?:\.(\d+))?"
@@ -689,6 +689,9 @@ class ClientProtocol(asyncio.Protocol):
         if self.closed:
             return
         if self.out:
+            # The log first, as the Rust loop does: a client that has its
+            # reply finds the events that made it already in the log.
+            self.server.log.flush()
             self.transport.write(bytes(self.out))
             self.out.clear()
         if self.transport.get_write_buffer_size() > MAX_BACKLOG:
@@ -768,7 +771,7 @@ class PeerConn(asyncio.Protocol):
         self.allowance = PEER_BACKLOG
         self.closed = False
         self.last_heard = server.loop.time()
-        # Heartbeats are counted, not logged line by line (SPEC section 6):
+        # Heartbeats are counted, not logged line by line (docs/spec.md §6):
         # the counts are on the line that logs the connection's close.
         self.heartbeats = 0
 
@@ -1073,7 +1076,7 @@ class Server:
         data = b"".join(at + b"\n" for _, at in self.store.positions.values())
         conn.queue(data)
         conn.allowance = PEER_BACKLOG + conn.backlog() - before
-        # Summarised in one line (SPEC section 6) when it has drained.
+        # Summarised in one line (docs/spec.md §6) when it has drained.
         conn.catch_up = (len(self.store.positions), len(data), self.loop.time())
         self.flush_peers()
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // proxy-herd in Node.js: the same application-server herd as the Rust mio
-// loop (SPEC sections 3-6) and docs/asyncio/herd.py, with Node's standard
+// loop (docs/spec.md §3-6) and docs/asyncio/herd.py, with Node's standard
 // library only (net, https, tls, fs, dns, util).
 //
 //     node docs/node/herd.js [OPTIONS] NAME [PORT]
@@ -63,7 +63,7 @@ const FIELD_MASK = 'places.id,places.displayName,places.location,places.types,' 
   'places.shortFormattedAddress,places.formattedAddress';
 
 const DEFAULT_HERD_TEXT = `\
-# The default herd (SPEC section 2). Peer ports default to client port + 10000.
+# The default herd (docs/spec.md §2). Peer ports default to client port + 10000.
 Riley       127.0.0.1:12000    Jaquez Juzang
 Jaquez      127.0.0.1:12001    Riley Bernard
 Juzang      127.0.0.1:12002    Riley Bernard Campbell
@@ -412,7 +412,7 @@ function parseCommandLine(argv) {
 
 // ----- the clock ---------------------------------------------------------------
 
-// Date.now() has only milliseconds, and the SPEC's time difference has nine
+// Date.now() has only milliseconds, and docs/spec.md's time difference has nine
 // digits. So wall time is anchored once to Date.now() at the instant its
 // millisecond ticks over, and then advanced by the monotonic clock
 // (process.hrtime, in ns). Every second check() re-anchors if the system
@@ -536,7 +536,7 @@ class Log {
 
 // ----- the client protocol, pure (src/protocol/client.rs) ---------------------
 // Lines are latin1 strings (one char per byte). White space is exactly the
-// SPEC's: space, \t, \n, \r, \v and \f. (JS's \s would also split on U+00A0,
+// docs/spec.md's: space, \t, \n, \r, \v and \f. (JS's \s would also split on U+00A0,
 // which is byte 0xA0 here.)
 
 const WS = /[ \t\n\r\v\f]+/;
@@ -881,7 +881,7 @@ class Link {
 }
 
 // What both directions of a peer link share: lines in, queued lines out,
-// heartbeats counted (SPEC section 6: not logged line by line).
+// heartbeats counted (docs/spec.md §6: not logged line by line).
 class PeerConn {
   constructor(server, socket, id) {
     this.server = server;
@@ -1292,7 +1292,7 @@ const NUMBER_AT = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
 const STRING_STOP = /["\\\x00-\x1f]/g;
 const SIMPLE_ESCAPES = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
 
-// JSON.parse would lose what the SPEC keeps: the text of numbers (34.0689300
+// JSON.parse would lose what docs/spec.md keeps: the text of numbers (34.0689300
 // stays so) and the order of keys (a JS object puts "10" before "b"). So a
 // small recursive-descent parser: objects are Maps, numbers are Nums.
 class JsonParser {

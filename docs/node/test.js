@@ -57,7 +57,7 @@ test('radius in metres, as text; bound 1 to 20', () => {
   for (const bad of ['0', '21', '000', '-1', '1.0', '']) assert.equal(h.parseBound(bad), null, bad);
 });
 
-test('fields: the SPEC white space only (not U+00A0, which is byte 0xA0 here)', () => {
+test('fields: docs/spec.md white space only (not U+00A0, which is byte 0xA0 here)', () => {
   assert.deepEqual(h.fieldsOf(' \tIAMAT\x0bkiwi\x0c+1-1\r 7\r'), ['IAMAT', 'kiwi', '+1-1', '7']);
   assert.deepEqual(h.fieldsOf('a\xa0b'), ['a\xa0b']);
   assert.deepEqual(h.fieldsOf('   '), []);

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """proxy-herd with a thread per connection: the same application-server herd
-as the Rust mio loop and the asyncio counterpart (SPEC sections 3-6), written
+as the Rust mio loop and the asyncio counterpart (docs/spec.md §3-6), written
 with the standard library only, for Python 3.8 to 3.11.
 
     python3 docs/threads/herd.py [OPTIONS] NAME [PORT]
@@ -90,7 +90,7 @@ FIELD_MASK = ("places.id,places.displayName,places.location,places.types,"
               "places.shortFormattedAddress,places.formattedAddress")
 
 DEFAULT_HERD_TEXT = """\
-# The default herd (SPEC section 2). Peer ports default to client port + 10000.
+# The default herd (docs/spec.md §2). Peer ports default to client port + 10000.
 Riley       127.0.0.1:12000    Jaquez Juzang
 Jaquez      127.0.0.1:12001    Riley Bernard
 Juzang      127.0.0.1:12002    Riley Bernard Campbell
@@ -482,7 +482,7 @@ class Log:
 
 
 # ----- the client protocol, pure (src/protocol/client.rs; copied from asyncio) --
-# Lines are bytes. bytes.split() with no argument splits on exactly the SPEC's
+# Lines are bytes. bytes.split() with no argument splits on exactly docs/spec.md's
 # white space: space, \t, \n, \r, \v and \f.
 
 DECIMAL = rb"(\d+)(?:\.(\d+))?"
@@ -1177,7 +1177,7 @@ class ClientConn:
 
     Writes never block: what the client does not take stays in `unsent`, and
     the thread then polls for both directions, so a client that sends without
-    reading is seen growing past MAX_BACKLOG and dropped (SPEC section 4)."""
+    reading is seen growing past MAX_BACKLOG and dropped (docs/spec.md §4)."""
 
     def __init__(self, server: Server, sock: socket.socket) -> None:
         self.server = server
@@ -1423,7 +1423,7 @@ class PeerIn:
     """A neighbour's connection to us, served by its own thread: HELLO first,
     then its updates and PINGs. The AT lines before its first PING are its
     catch-up (our dialers send a PING right after their catch-up), counted
-    into one summary line instead of one line each (SPEC section 6).
+    into one summary line instead of one line each (docs/spec.md §6).
 
     `applying` is true from the moment its input is ready until that input
     is in the store, so that a client's thread can wait for it (wait_applied):
@@ -1858,7 +1858,7 @@ class Server:
         reached us from a neighbour is applied. The neighbour wrote its flood
         before its client's reply, so the bytes are in our socket, but our
         PeerIn thread may not have run yet; a single-threaded loop would have
-        read them in an earlier turn (SPEC section 5: a client that has its AT
+        read them in an earlier turn (docs/spec.md §5: a client that has its AT
         reply and asks a neighbour finds the update there). Bounded, so a
         stuck thread never holds a client for long."""
         deadline = time.monotonic() + PEER_SYNC_WAIT

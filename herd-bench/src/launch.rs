@@ -53,7 +53,7 @@ pub struct ServerSpec {
     pub neighbours: Vec<String>,
 }
 
-/// The default herd's links (SPEC section 2).
+/// The default herd's links (docs/spec.md §2).
 pub const DEFAULT_LINKS: [(&str, &str); 6] = [
     ("Riley", "Jaquez"),
     ("Riley", "Juzang"),
@@ -62,7 +62,7 @@ pub const DEFAULT_LINKS: [(&str, &str); 6] = [
     ("Juzang", "Campbell"),
     ("Bernard", "Campbell"),
 ];
-/// The default herd's servers, in the SPEC's order.
+/// The default herd's servers, in docs/spec.md's order.
 pub const DEFAULT_NAMES: [&str; 5] = ["Riley", "Jaquez", "Juzang", "Campbell", "Bernard"];
 
 /// The default herd on the given (client, peer) ports, plus `extra` links
@@ -100,7 +100,7 @@ pub fn herd_specs(ports: &[(u16, u16)], extra: &[(&str, &str)]) -> Result<Vec<Se
         .collect())
 }
 
-/// The herd file text (SPEC section 2) for `servers`.
+/// The herd file text (docs/spec.md §2) for `servers`.
 pub fn herd_file(servers: &[ServerSpec]) -> String {
     let mut s = String::from("# written by herd-bench\n");
     for srv in servers {

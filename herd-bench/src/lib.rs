@@ -1,5 +1,5 @@
 //! `herd-bench`: drives a herd over 127.0.0.1 and reports what it measured
-//! (SPEC section 9). This file runs the scenarios in order and owns the
+//! (docs/spec.md §9). This file runs the scenarios in order and owns the
 //! error type; each part lives in its own file:
 //!
 //! - [`args`]: the command line.

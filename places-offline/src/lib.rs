@@ -1,4 +1,4 @@
-//! The offline Places service (`places-offline`, SPEC section 7): Google's
+//! The offline Places service (`places-offline`, docs/spec.md §7): Google's
 //! Places API (legacy Nearby Search and `places:searchNearby`) over HTTPS on
 //! loopback, answering from the GeoNames gazetteer in `data/places/`, with
 //! options to inject latency and failures.

@@ -1,4 +1,4 @@
-//! The herd file (SPEC section 2): which servers exist, where they listen and
+//! The herd file (docs/spec.md §2): which servers exist, where they listen and
 //! whom they link with, parsed and validated as a pure function of the text.
 //!
 //! This module only describes a herd. Resolving names to sockets happens once
@@ -13,7 +13,7 @@
 //! Jaquez    127.0.0.1:12001   peer=127.0.0.1:22001  http=127.0.0.1:32001  Riley Bernard
 //! ```
 //!
-//! Choices where the SPEC is silent:
+//! Choices where docs/spec.md is silent:
 //!
 //! - Names are case-sensitive: `Riley` and `riley` are two servers.
 //! - `peer=ADDR` and `http=ADDR` may stand anywhere after the client
@@ -48,9 +48,9 @@ pub const DEFAULT_HTTP_PORT_OFFSET: u32 = 20000;
 /// The source name reported in errors about the built-in herd.
 pub const BUILT_IN_SOURCE: &str = "<built-in>";
 
-/// The built-in default herd (SPEC section 2), in the herd file format.
+/// The built-in default herd (docs/spec.md §2), in the herd file format.
 pub const DEFAULT_HERD_TEXT: &str = "\
-# The default herd (SPEC section 2). Peer ports default to client port + 10000.
+# The default herd (docs/spec.md §2). Peer ports default to client port + 10000.
 # name      client address     neighbours
 Riley       127.0.0.1:12000    Jaquez Juzang
 Jaquez      127.0.0.1:12001    Riley Bernard
@@ -443,7 +443,7 @@ impl HerdConfig {
         HerdConfig::parse(&text, &source)
     }
 
-    /// The built-in default herd (SPEC section 2), parsed from [`DEFAULT_HERD_TEXT`].
+    /// The built-in default herd (docs/spec.md §2), parsed from [`DEFAULT_HERD_TEXT`].
     pub fn default_herd() -> HerdConfig {
         // The text is a constant checked by the unit tests, so this cannot fail at run time.
         HerdConfig::parse(DEFAULT_HERD_TEXT, BUILT_IN_SOURCE)

@@ -1,7 +1,7 @@
 //! Google's JSON text style: the printer every WHATSAT reply goes through.
 //!
 //! This module owns only the text: [`to_google_style`] prints a
-//! `serde_json::Value` the way the legacy Places API does (SPEC section 4),
+//! `serde_json::Value` the way the legacy Places API does (docs/spec.md §4),
 //! [`squeeze`] applies the reply's newline rule, and [`error_json`] builds the
 //! error object the herd sends when Places fails. Deciding *what* to print
 //! (cutting results, converting Places API (New) answers, mapping HTTP
@@ -102,7 +102,7 @@ fn write_array(out: &mut String, items: &[Value], level: usize) {
         .iter()
         .any(|item| matches!(item, Value::Array(_) | Value::Object(_)));
     if !nested {
-        // Scalars stay on one line, however long: the SPEC's rule.
+        // Scalars stay on one line, however long: docs/spec.md's rule.
         out.push_str("[ ");
         for (i, item) in items.iter().enumerate() {
             if i > 0 {

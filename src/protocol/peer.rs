@@ -1,4 +1,4 @@
-//! The peer protocol (SPEC section 5; `docs/protocol.md` is its prose): lines,
+//! The peer protocol (docs/spec.md §5; `docs/protocol.md` is its prose): lines,
 //! like the client protocol, on the peer port only.
 //!
 //! ```text
@@ -58,7 +58,7 @@ pub struct Update {
     pub at_line: Vec<u8>,
 }
 
-/// A server name: letters, digits, `_` and `-` (SPEC section 2).
+/// A server name: letters, digits, `_` and `-` (docs/spec.md §2).
 pub fn is_server_name(name: &[u8]) -> bool {
     !name.is_empty()
         && name

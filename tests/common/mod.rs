@@ -307,7 +307,7 @@ pub struct Herd {
     pub extra_args: Vec<String>,
 }
 
-/// The SPEC's default herd: Riley, Jaquez, Juzang, Campbell, Bernard.
+/// docs/spec.md's default herd: Riley, Jaquez, Juzang, Campbell, Bernard.
 pub const DEFAULT_HERD: &[(&str, &[&str])] = &[
     ("Riley", &["Jaquez", "Juzang"]),
     ("Jaquez", &["Riley", "Bernard"]),

@@ -19,12 +19,12 @@ import java.util.List;
 import java.util.Map;
 import java.util.regex.Pattern;
 
-/** The herd file (SPEC section 2; src/herd/config.rs, herd.py's parse_herd). */
+/** The herd file (docs/spec.md §2; src/herd/config.rs, herd.py's parse_herd). */
 final class HerdFile {
     private HerdFile() {}
 
     static final String DEFAULT_HERD_TEXT = """
-            # The default herd (SPEC section 2). Peer ports default to client port + 10000.
+            # The default herd (docs/spec.md §2). Peer ports default to client port + 10000.
             Riley       127.0.0.1:12000    Jaquez Juzang
             Jaquez      127.0.0.1:12001    Riley Bernard
             Juzang      127.0.0.1:12002    Riley Bernard Campbell

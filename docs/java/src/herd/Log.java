@@ -10,7 +10,7 @@ import java.time.LocalDateTime;
 import java.time.ZoneOffset;
 
 /**
- * The event log (SPEC section 6; src/log.rs). Any thread may call
+ * The event log (docs/spec.md §6; src/log.rs). Any thread may call
  * {@link #event}: it only appends to a buffer under a lock. One log thread
  * writes what has gathered in one write() call, so a burst from many threads
  * costs one system call, and no connection thread ever waits on the disk.

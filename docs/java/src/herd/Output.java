@@ -12,7 +12,7 @@ import java.util.concurrent.Executor;
  * a shared pool drains the queue with blocking writes, one write per batch,
  * and goes back to the pool when the queue is empty. An idle connection
  * therefore costs no writer thread. What is queued and not yet taken by the
- * kernel is counted, which is what the 1 MiB bound is about (SPEC section 4).
+ * kernel is counted, which is what the 1 MiB bound is about (docs/spec.md §4).
  */
 final class Output {
     /** What happens when a write fails or the bound is passed. */

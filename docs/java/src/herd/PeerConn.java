@@ -15,7 +15,7 @@ import java.util.concurrent.locks.ReentrantLock;
  * queued lines out, and the thread's loop.
  *
  * <p>Unlike a client's socket, a peer's is non-blocking, with a selector of
- * its own for its one thread. The reason is the SPEC's same-turn rule: a
+ * its own for its one thread. The reason is docs/spec.md's same-turn rule: a
  * flood must be in the neighbour's socket before the client gets its reply,
  * yet a neighbour that never reads must never hold up a client. So the
  * client's thread writes the flood itself, without blocking, and whatever the

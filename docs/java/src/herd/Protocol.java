@@ -38,7 +38,7 @@ final class Protocol {
     private static final Pattern DIFF = Pattern.compile("[+-]\\d{1,20}\\.\\d{9}");
     private static final Pattern NAME = Pattern.compile("[A-Za-z0-9_-]+");
 
-    /** The SPEC's white space: space, \t, \n, \r, form feed and vertical tab. */
+    /** docs/spec.md's white space: space, \t, \n, \r, form feed and vertical tab. */
     static boolean isSpace(char c) {
         return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == 0x0b;
     }
@@ -237,7 +237,7 @@ final class Protocol {
 
     // ----- small text helpers -------------------------------------------------
 
-    /** Strips the SPEC's white space from both ends (String.strip knows other spaces). */
+    /** Strips docs/spec.md's white space from both ends (String.strip knows other spaces). */
     static String trim(String s) {
         int a = 0;
         int b = s.length();
