@@ -266,12 +266,14 @@ impl EventLoop {
     pub fn new(settings: Settings) -> Result<EventLoop, StartError> {
         let io_err = |what: &str, e: io::Error| StartError::Io(format!("{what}: {e}"));
         let poll = Poll::new().map_err(|e| io_err("cannot create the poll", e))?;
-        let mut client_listener = bind(settings.client_addr)?;
-        let mut peer_listener = bind(settings.peer_addr)?;
+        // Signals first: a SIGINT that comes as soon as the port answers
+        // must find its handler in place, not kill the process unlogged.
         // Signals a user may send by habit must never kill the server
         // silently and lose the turn's log: each one here is handled.
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
             .map_err(|e| io_err("cannot catch signals", e))?;
+        let mut client_listener = bind(settings.client_addr)?;
+        let mut peer_listener = bind(settings.peer_addr)?;
         let registry = poll.registry();
         registry
             .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)

@@ -19,7 +19,7 @@
 //! - `peer=ADDR` and `http=ADDR` may stand anywhere after the client
 //!   address, each at most once (the herd files write them before the
 //!   neighbours).
-//! - `http=ADDR` turns on the server's read-only HTTP endpoint (SPEC section
+//! - `http=ADDR` turns on the server's read-only HTTP endpoint (docs/spec.md section
 //!   10) at that address. Without it the endpoint is off unless `--http` is
 //!   given; [`ServerSpec::http_or_default`] is where `run_herd.sh` starts it
 //!   (the client port + 20000), which the status page uses to find servers.

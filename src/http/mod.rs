@@ -1,4 +1,4 @@
-//! The read-only HTTP endpoint (`--http ADDR`, SPEC section 10): what a
+//! The read-only HTTP endpoint (`--http ADDR`, docs/spec.md §10): what a
 //! request means, apart from any socket.
 //!
 //! - [`request`]: one request head read with `httparse`, within limits;
