@@ -17,13 +17,16 @@
 //! - `--places-url` must start with `https://` or `http://`; `--places-ca` is
 //!   not opened here: the Places client reads it at start-up.
 //! - An option given twice is an error (getopts' rule).
+//! - `--http ADDR` wins over the herd file's `http=ADDR` for this server; its
+//!   address is checked like a herd file's (`host:port`, `[IPv6]:port`) but
+//!   not against the herd's other ports (the bind says if it is taken).
 
 use std::fmt;
 use std::path::PathBuf;
 
 use getopts::Options;
 
-use crate::herd::config::HerdConfig;
+use crate::herd::config::{Addr, HerdConfig};
 
 /// The default Places endpoint: Google's legacy Nearby Search.
 pub const LEGACY_PLACES_URL: &str = "https://maps.googleapis.com/maps/api/place/nearbysearch/json";
@@ -73,6 +76,8 @@ pub struct ServerOptions {
     pub state_path: Option<PathBuf>,
     /// The file holding the herd's shared secret (`--herd-secret-file`).
     pub herd_secret_file: Option<PathBuf>,
+    /// Where to serve the read-only HTTP endpoint (`--http`), if given.
+    pub http: Option<Addr>,
 }
 
 /// What the command line asks for.
@@ -154,6 +159,13 @@ fn options() -> Options {
         "herd-secret-file",
         "peers must prove they know the secret in FILE (HMAC over a fresh challenge)",
         "FILE",
+    );
+    opts.optopt(
+        "",
+        "http",
+        "serve /metrics, /status and the herd's live page over HTTP at ADDR \
+         (default: the herd file's http=, else off)",
+        "ADDR",
     );
     opts.optflag("h", "help", "print this help and exit");
     opts.optflag("V", "version", "print the version and exit");
@@ -253,6 +265,13 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
     let herd_secret_file =
         non_empty("--herd-secret-file", matches.opt_str("herd-secret-file"))?.map(PathBuf::from);
 
+    let http = non_empty("--http", matches.opt_str("http"))?
+        .map(|text| {
+            text.parse::<Addr>()
+                .map_err(|why| UsageError(format!("--http: {why}")))
+        })
+        .transpose()?;
+
     let (name, port) = match matches.free.as_slice() {
         [] => return usage_error("missing server NAME (see --help)"),
         [name] => (name.clone(), None),
@@ -293,6 +312,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         idle_timeout_secs,
         state_path,
         herd_secret_file,
+        http,
     })))
 }
 
@@ -428,6 +448,7 @@ mod tests {
                         "--places-ca",
                         "--max-clients",
                         "--idle-timeout",
+                        "--http",
                         "--version",
                         "PLACES_API_KEY",
                     ] {
@@ -528,6 +549,24 @@ mod tests {
             "--places-api: expected 'legacy' or 'new', got \"v2\"",
         );
         fails(&["--places-api", "", "Riley"], "--places-api");
+    }
+
+    #[test]
+    fn http_address() {
+        assert_eq!(run(&["Riley"]).http, None);
+        let options = run(&["--http", "127.0.0.1:32000", "Riley"]);
+        assert_eq!(
+            options.http.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:32000")
+        );
+        let options = run(&["--http=[::1]:8080", "Riley"]);
+        assert_eq!(
+            options.http.map(|a| a.to_string()).as_deref(),
+            Some("[::1]:8080")
+        );
+        fails(&["--http", "127.0.0.1", "Riley"], "--http: bad address");
+        fails(&["--http", "localhost:0", "Riley"], "--http: bad address");
+        fails(&["--http=", "Riley"], "--http: empty value");
     }
 
     #[test]
