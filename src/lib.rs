@@ -12,6 +12,10 @@
 //!   peer authentication and the state file.
 //! - [`places`]: the Places client: HTTP/1.1 over TLS, and the Google-style JSON printer.
 //! - [`offline`]: the offline Places service (`places-offline`).
+//! - [`http`]: the read-only HTTP endpoint (`--http`): requests, responses, the
+//!   sans-IO connection object and the herd's live page.
+//! - [`observe`]: what a server says about itself: the Prometheus metrics, the
+//!   `/status` JSON and the ring of recent updates.
 //! - [`log`]: the buffered event log.
 //! - [`cli`]: the `proxy-herd` command line.
 //! - [`bench`](mod@bench): `herd-bench`, which drives a running herd (either implementation)
@@ -21,6 +25,7 @@ pub mod bench;
 pub mod cli;
 pub mod event_loop;
 pub mod herd;
+pub mod http;
 pub mod log;
 pub mod offline;
 pub mod places;
