@@ -27,6 +27,7 @@ pub mod event_loop;
 pub mod herd;
 pub mod http;
 pub mod log;
+pub mod observe;
 pub mod offline;
 pub mod places;
 pub mod protocol;
