@@ -31,6 +31,10 @@ pub struct Metrics {
     /// WHATSAT answers (AT line and JSON), errors included.
     pub replies_whatsat: u64,
     pub replies_invalid: u64,
+    /// WHATSATs answered at once with the error JSON, not sent to Places:
+    /// the client had too many waiting already (the Places client never
+    /// sees them, so they are counted here).
+    pub places_refused: u64,
     /// One per neighbour, by link number.
     pub links: Vec<LinkCounters>,
     /// Connections closed, by kind and [`Reason`].
@@ -269,8 +273,6 @@ pub struct PlacesMetrics {
     pub timeout: u64,
     /// No answer at all: connect, TLS, resolution or the connection failed.
     pub failed: u64,
-    /// Not sent: the client had too many WHATSATs waiting already.
-    pub refused: u64,
     /// From the WHATSAT to its answer or failure.
     pub latency: Histogram,
 }
@@ -458,7 +460,7 @@ pub fn render(s: &Snapshot, out: &mut String) {
         ("error", p.error),
         ("timeout", p.timeout),
         ("failed", p.failed),
-        ("refused", p.refused),
+        ("refused", m.places_refused),
     ] {
         let _ = writeln!(
             out,
