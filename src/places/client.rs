@@ -297,6 +297,8 @@ pub struct PlacesClient {
     /// Connections still connecting or handshaking.
     opening: Vec<ConnRef>,
     open: usize,
+    /// Requests by outcome and their latency, for `/metrics`.
+    pub metrics: crate::observe::PlacesMetrics,
 }
 
 /// A pooled connection and since when it has been idle.
@@ -334,6 +336,7 @@ impl PlacesClient {
             idle: Vec::new(),
             opening: Vec::new(),
             open: 0,
+            metrics: crate::observe::PlacesMetrics::default(),
         })
     }
 
@@ -592,6 +595,11 @@ impl PlacesClient {
             usize::from(r.query.bound),
         );
         let ms = millis(now - r.started);
+        self.metrics.latency.observe(now - r.started);
+        match &rendered.outcome {
+            Ok(_) => self.metrics.ok += 1,
+            Err(_) => self.metrics.error += 1,
+        }
         match &rendered.outcome {
             Ok(n) => log.event(format_args!(
                 "places#{request} answered: HTTP {}, {n} results, in {ms} ms",
@@ -604,9 +612,27 @@ impl PlacesClient {
 
     /// Answers `request` with the error JSON.
     fn fail(&mut self, request: u64, why: &str, now: Instant, log: &mut Log) -> Vec<PlacesAction> {
+        self.fail_as(false, request, why, now, log)
+    }
+
+    /// [`fail`](Self::fail), counted as a timeout or as a failure.
+    fn fail_as(
+        &mut self,
+        timed_out: bool,
+        request: u64,
+        why: &str,
+        now: Instant,
+        log: &mut Log,
+    ) -> Vec<PlacesAction> {
         let Some(r) = self.requests.remove(&request) else {
             return Vec::new();
         };
+        self.metrics.latency.observe(now - r.started);
+        if timed_out {
+            self.metrics.timeout += 1;
+        } else {
+            self.metrics.failed += 1;
+        }
         self.queue.retain(|q| *q != request);
         let ms = millis(now - r.started);
         log.event(format_args!("places#{request} failed: {why} after {ms} ms"));
@@ -694,7 +720,8 @@ impl PlacesClient {
             PlacesEvent::RequestTimeout { request } => {
                 let conn = self.requests.get(&request).and_then(|r| r.conn);
                 let secs = REQUEST_TIMEOUT.as_secs();
-                let mut actions = self.fail(request, &format!("no answer in {secs} s"), now, log);
+                let why = format!("no answer in {secs} s");
+                let mut actions = self.fail_as(true, request, &why, now, log);
                 if let Some(conn) = conn {
                     actions.push(PlacesAction::Close {
                         conn,
