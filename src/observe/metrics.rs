@@ -216,6 +216,32 @@ impl Metrics {
         }
     }
 
+    /// An immediate reply to a client line: an AT line, or `? ` and the line.
+    pub fn reply(&mut self, bytes: &[u8]) {
+        if bytes.first() == Some(&b'?') {
+            self.replies_invalid += 1;
+        } else {
+            self.replies_at += 1;
+        }
+    }
+
+    /// A new position of `len` bytes was flooded to neighbour `link`.
+    pub fn flood_sent(&mut self, link: usize, len: usize) {
+        if let Some(l) = self.links.get_mut(link) {
+            l.floods_sent += 1;
+        }
+        self.peer_sent(link, len);
+    }
+
+    /// A catch-up of `positions` in `bytes` was queued for neighbour `link`
+    /// (its lines are counted one by one with [`peer_sent`](Self::peer_sent)).
+    pub fn catch_up_sent(&mut self, link: usize, positions: usize, bytes: usize) {
+        if let Some(l) = self.links.get_mut(link) {
+            l.catch_up_positions_sent += positions as u64;
+            l.catch_up_bytes_sent += bytes as u64;
+        }
+    }
+
     /// A line of `len` bytes (without `\n`) went to neighbour `link`.
     pub fn peer_sent(&mut self, link: usize, len: usize) {
         if let Some(l) = self.links.get_mut(link) {
@@ -656,6 +682,14 @@ mod tests {
         );
         assert_eq!(m.http_responses.iter().sum::<u64>(), 1);
         assert_eq!(m.disconnects[2][3], 1);
+        m.reply(b"? x");
+        m.reply(b"AT x");
+        m.flood_sent(1, 9);
+        m.catch_up_sent(1, 3, 30);
+        assert_eq!((m.replies_invalid, m.replies_at), (1, 1));
+        assert_eq!(m.links[1].floods_sent, 1);
+        assert_eq!(m.links[1].messages_sent, 2);
+        assert_eq!(m.links[1].catch_up_bytes_sent, 30);
     }
 
     fn rendered() -> String {
