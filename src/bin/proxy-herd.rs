@@ -5,10 +5,11 @@
 use std::process::ExitCode;
 
 use proxy_herd::cli::{self, Command, PlacesApi};
-use proxy_herd::event_loop::{EventLoop, Settings, StartError};
+use proxy_herd::event_loop::{EventLoop, HttpSettings, Settings, StartError};
 use proxy_herd::herd::auth::Secret;
 use proxy_herd::herd::config::Addr;
 use proxy_herd::log::Log;
+use proxy_herd::observe::HerdView;
 use proxy_herd::places::http::{Api, Endpoint};
 use proxy_herd::places::PlacesSettings;
 
@@ -74,6 +75,14 @@ fn main() -> ExitCode {
                     })?;
                     Some(Secret::new(&bytes)?)
                 }
+                None => None,
+            },
+            // --http wins over the herd file's http=; neither: no endpoint.
+            http: match options.http.as_ref().or(me.http.as_ref()) {
+                Some(addr) => Some(HttpSettings {
+                    addr: resolve(addr)?,
+                    herd: HerdView::of(&options.herd),
+                }),
                 None => None,
             },
         })

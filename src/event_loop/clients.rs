@@ -110,11 +110,13 @@ pub(super) fn client_line_received(
     match herd.client_line(line, now_ns()) {
         ClientAction::Ignore => {}
         ClientAction::Reply(bytes) => {
+            herd.metrics.reply(&bytes);
             let shown = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
             herd.log.line(&client(" > ", shown));
             replies.send(&bytes);
         }
         ClientAction::ReplyAndFlood(mut at) => {
+            herd.metrics.replies_at += 1;
             herd.log.line(&client(" > ", &at));
             at.push(b'\n');
             replies.send(&at);
@@ -124,6 +126,8 @@ pub(super) fn client_line_received(
         ClientAction::FetchPlaces(query) if replies.waiting >= MAX_WAITING_PLACES => {
             // A client may not queue Places requests without end: past the
             // limit it gets the error answer at once (still in order).
+            herd.metrics.replies_whatsat += 1;
+            herd.metrics.places_refused += 1;
             herd.log.line(&client(" > ", &query.at_line));
             let mut bytes = query.at_line;
             bytes.push(b'\n');
@@ -326,6 +330,7 @@ impl EventLoop {
                 Escaped(first_line),
                 bytes.len()
             ));
+            self.herd.metrics.replies_whatsat += 1;
             c.replies.fulfil(request, bytes);
             if c.replies.unsent() > MAX_BACKLOG {
                 self.close(client.key, "over 1 MiB of replies left unread");

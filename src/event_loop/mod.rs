@@ -26,8 +26,8 @@
 //! handlers return what to do); this module owns every socket. Its files:
 //! this one (the loop, tokens, the slab's bookkeeping, accepting, timers),
 //! `clients.rs` (the client port's protocol), `peers.rs` (peer links both
-//! ways, flooding, the catch-up) and `places.rs` (carrying out what the Places
-//! client asks).
+//! ways, flooding, the catch-up), `places.rs` (carrying out what the Places
+//! client asks) and `http.rs` (the read-only HTTP endpoint, `--http`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -55,10 +55,13 @@ use crate::timers::Timers;
 use crate::transport::{Flushed, LineReader, Transport};
 
 mod clients;
+mod http;
 mod peers;
 mod places;
 
 use clients::ClientConn;
+pub use http::HttpSettings;
+use http::{HttpConn, HttpSide};
 use peers::PeerConn;
 
 /// The client listener (asyncio's `create_server`).
@@ -69,6 +72,8 @@ pub const PEER_LISTENER: Token = Token(usize::MAX - 2);
 pub const SIGNALS: Token = Token(usize::MAX - 3);
 /// The Places resolver thread's wake-up (see [`crate::places::resolver`]).
 pub const WAKER: Token = Token(usize::MAX - 4);
+/// The HTTP endpoint's listener (`--http`).
+pub const HTTP_LISTENER: Token = Token(usize::MAX - 5);
 
 /// How much one `read` takes; the buffer is shared by every connection, so
 /// an idle connection owns no read buffer at all.
@@ -108,6 +113,8 @@ pub struct Settings {
     pub state_path: Option<std::path::PathBuf>,
     /// The herd secret (`--herd-secret-file`), if any.
     pub secret: Option<Secret>,
+    /// The read-only HTTP endpoint (`--http`, `http=`), if on.
+    pub http: Option<HttpSettings>,
 }
 
 /// Why the loop could not start.
@@ -147,6 +154,8 @@ pub enum TimerEvent {
     ClientIdle { conn: ConnRef },
     /// A Places timer (see [`crate::places`]).
     Places(PlacesEvent),
+    /// An HTTP connection's head or keep-alive deadline may have come.
+    Http { conn: ConnRef },
 }
 
 /// One slab entry.
@@ -166,6 +175,8 @@ enum Conn {
     PeerIn(PeerConn),
     /// An HTTPS connection to Places.
     Places(Box<crate::places::PlacesConn>),
+    /// A connection to the HTTP endpoint.
+    Http(HttpConn),
 }
 
 /// What handling a batch of lines asks the loop to do next.
@@ -202,6 +213,9 @@ pub struct EventLoop {
     idle_timeout: Option<Duration>,
     jitter: Jitter,
     stop: Option<&'static str>,
+    /// The HTTP endpoint, when on.
+    http: Option<HttpSide>,
+    started: SystemTime,
 }
 
 /// Nanoseconds since the epoch, for AT time differences.
@@ -224,6 +238,11 @@ impl EventLoop {
     pub fn new(settings: Settings) -> Result<EventLoop, StartError> {
         let io_err = |what: &str, e: io::Error| StartError::Io(format!("{what}: {e}"));
         let poll = Poll::new().map_err(|e| io_err("cannot create the poll", e))?;
+        // Bound first: once the client port answers, so does the HTTP one.
+        let http = match settings.http {
+            Some(h) => Some(HttpSide::bind(h, poll.registry())?),
+            None => None,
+        };
         let mut client_listener = bind(settings.client_addr)?;
         let mut peer_listener = bind(settings.peer_addr)?;
         let mut signals =
@@ -236,7 +255,7 @@ impl EventLoop {
             .map_err(|e| io_err("cannot register", e))?;
         let places =
             PlacesClient::new(settings.places, registry, WAKER).map_err(StartError::Config)?;
-        let links = settings
+        let links: Vec<Link> = settings
             .neighbours
             .into_iter()
             .map(|(name, addrs)| Link {
@@ -247,8 +266,10 @@ impl EventLoop {
                 },
                 failures: 0,
                 incoming: None,
+                since: SystemTime::now(),
             })
             .collect();
+        let metrics = crate::observe::Metrics::new(links.len());
         let mut herd = Herd {
             name: settings.name,
             store: Store::default(),
@@ -256,6 +277,8 @@ impl EventLoop {
             log: settings.log,
             state: None,
             secret: settings.secret,
+            metrics,
+            recent: crate::observe::Recent::default(),
         };
         if let Some(path) = &settings.state_path {
             let (state, loaded) = StateFile::open(path).map_err(|e| {
@@ -283,6 +306,10 @@ impl EventLoop {
             "{} listening for clients on {client_addr} and for peers on {peer_addr}",
             herd.name
         ));
+        if let Some(h) = &http {
+            herd.log
+                .event(format_args!("HTTP endpoint on http://{}/", h.addr));
+        }
         herd.log.flush();
         Ok(EventLoop {
             poll,
@@ -306,6 +333,8 @@ impl EventLoop {
             idle_timeout: settings.idle_timeout,
             jitter: Jitter::new(),
             stop: None,
+            http,
+            started: SystemTime::now(),
         })
     }
 
@@ -364,7 +393,7 @@ impl EventLoop {
 
     fn dispatch(&mut self, event: &Event) {
         match event.token() {
-            CLIENT_LISTENER | PEER_LISTENER => self.accept(event.token()),
+            CLIENT_LISTENER | PEER_LISTENER | HTTP_LISTENER => self.accept(event.token()),
             SIGNALS => self.signal_received(),
             WAKER => {
                 let now = Instant::now();
@@ -392,6 +421,10 @@ impl EventLoop {
                         conn: Conn::Places(_),
                         ..
                     }) => self.places_ready(key, readable),
+                    Some(Slot {
+                        conn: Conn::Http(_),
+                        ..
+                    }) => self.http_ready(key, readable),
                 }
             }
         }
@@ -413,6 +446,9 @@ impl EventLoop {
         let registry = self.poll.registry();
         let _ = registry.deregister(&mut self.client_listener);
         let _ = registry.deregister(&mut self.peer_listener);
+        if let Some(h) = self.http.as_mut() {
+            let _ = registry.deregister(&mut h.listener);
+        }
         for (_, slot) in self.conns.iter_mut() {
             match &mut slot.conn {
                 Conn::Client(c) => {
@@ -420,6 +456,9 @@ impl EventLoop {
                 }
                 Conn::PeerOut(p) | Conn::PeerIn(p) => {
                     let _ = p.transport.flush();
+                }
+                Conn::Http(h) => {
+                    let _ = h.transport.flush();
                 }
                 Conn::Places(_) => {}
             }
@@ -486,6 +525,7 @@ impl EventLoop {
         }
         slot.closing = true;
         self.to_reap.push(key);
+        self.herd.metrics.disconnect(slot.conn.kind(), why);
         let conn = ConnRef { key, gen: slot.gen };
         match &slot.conn {
             Conn::Client(c) => {
@@ -531,6 +571,14 @@ impl EventLoop {
                         .conn_closed(conn, why, Instant::now(), &mut self.herd.log);
                 self.apply_places(actions);
             }
+            Conn::Http(h) => {
+                if let Some(side) = self.http.as_mut() {
+                    side.conns -= 1;
+                }
+                self.herd
+                    .log
+                    .event(format_args!("http#{} {} closed: {why}", h.id, h.addr));
+            }
         }
     }
 
@@ -552,6 +600,9 @@ impl EventLoop {
                         p.close();
                         let _ = self.poll.registry().deregister(p.stream_mut());
                     }
+                    Conn::Http(h) => {
+                        let _ = self.poll.registry().deregister(h.transport.stream_mut());
+                    }
                 }
             }
         }
@@ -564,19 +615,18 @@ impl EventLoop {
             return;
         }
         loop {
-            let listener = if token == CLIENT_LISTENER {
-                &self.client_listener
-            } else {
-                &self.peer_listener
+            let listener = match (token, &self.http) {
+                (CLIENT_LISTENER, _) => &self.client_listener,
+                (HTTP_LISTENER, Some(h)) => &h.listener,
+                (HTTP_LISTENER, None) => return,
+                _ => &self.peer_listener,
             };
             match listener.accept() {
-                Ok((stream, addr)) => {
-                    if token == CLIENT_LISTENER {
-                        self.client_made(stream, addr);
-                    } else {
-                        self.peer_in_made(stream, addr);
-                    }
-                }
+                Ok((stream, addr)) => match token {
+                    CLIENT_LISTENER => self.client_made(stream, addr),
+                    HTTP_LISTENER => self.http_made(stream, addr),
+                    _ => self.peer_in_made(stream, addr),
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_out_of_descriptors(&e) => {
                     // The pending connection stays in the backlog and epoll will
@@ -670,6 +720,7 @@ impl EventLoop {
                     .call_later(now, HEARTBEAT, TimerEvent::Heartbeat);
             }
             TimerEvent::ClientIdle { conn } => self.client_idle(conn, now),
+            TimerEvent::Http { conn } => self.http_timer(conn, now),
             TimerEvent::Places(event) => {
                 let actions = self.places.on_timer(event, now, &mut self.herd.log);
                 self.apply_places(actions);

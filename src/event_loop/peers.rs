@@ -53,6 +53,9 @@ pub(super) fn peer_line_received(
     id: u64,
     line: &[u8],
 ) -> Option<String> {
+    if let Some(l) = *link {
+        herd.metrics.peer_received(l, line.len());
+    }
     let name = link.map_or("?", |l| herd.links[l].name.as_str());
     herd.log.line(&[
         Str("peer-in "),
@@ -68,7 +71,10 @@ pub(super) fn peer_line_received(
                 effects.floods.push((update.at_line, Some(from)));
             }
         }
-        (PeerMessage::Ping, Some(_)) => transport.write(b"PONG\n"),
+        (PeerMessage::Ping, Some(l)) => {
+            transport.write(b"PONG\n");
+            herd.metrics.peer_sent(l, 4);
+        }
         (PeerMessage::Blank, _) => {}
         (PeerMessage::Hello { name, nonce }, None) => {
             let Some(l) = herd.link_named(name) else {
@@ -168,6 +174,7 @@ impl EventLoop {
                 continue;
             };
             peer::write_update(p.transport.out_buf(), at);
+            self.herd.metrics.flood_sent(link, at.len());
             let name = &self.herd.links[link].name;
             self.herd.log.line(&peer_sent(name, p.id, at));
             if p.transport.backlog() > p.allowance {
@@ -381,6 +388,7 @@ impl EventLoop {
             if !self.is_live(conn) {
                 return;
             }
+            self.herd.metrics.peer_received(link, line.len());
             let name = self.herd.links[link].name.clone();
             self.herd.log.event(format_args!(
                 "peer-out {name}#{} < {}",
@@ -403,6 +411,7 @@ impl EventLoop {
                     if let LinkState::Greeting { timeout, .. } = self.herd.links[link].state {
                         self.timers.cancel(timeout);
                         self.herd.links[link].failures = 0;
+                        self.herd.metrics.links[link].ups += 1;
                         self.herd.links[link].set_state(
                             LinkState::Up { conn },
                             "WELCOME received",
@@ -492,10 +501,13 @@ impl EventLoop {
         let before = p.transport.backlog();
         for position in herd.store.positions() {
             peer::write_update(p.transport.out_buf(), &position.at_line);
+            herd.metrics.peer_sent(link, position.at_line.len());
             herd.log
                 .line(&peer_sent(&herd.links[link].name, p.id, &position.at_line));
         }
         p.allowance = PEER_BACKLOG + (p.transport.backlog() - before);
+        let sent = p.transport.backlog() - before;
+        herd.metrics.catch_up_sent(link, herd.store.len(), sent);
         herd.log.event(format_args!(
             "link {}: catch-up of {} positions sent",
             herd.links[link].name,
@@ -649,6 +661,7 @@ impl EventLoop {
                     self.close(conn.key, "silent too long");
                 } else if Some(conn) == self.herd.links[link].up_conn() {
                     p.transport.write(b"PING\n");
+                    self.herd.metrics.peer_sent(link, 4);
                     self.dirty_peers.push(conn.key);
                 }
             }

@@ -13,6 +13,7 @@ pub mod state;
 pub mod store;
 
 use crate::log::{Log, Part};
+use crate::observe::{Metrics, Recent, Source};
 use crate::protocol::client::{self, parse_location, Coordinates, Request};
 use crate::protocol::peer::Update;
 use link::Link;
@@ -52,6 +53,10 @@ pub struct Herd {
     pub state: Option<state::StateFile>,
     /// The herd secret peers must prove, with `--herd-secret-file`.
     pub secret: Option<auth::Secret>,
+    /// What `/metrics` counts; the herd counts lines and updates, the loop the rest.
+    pub metrics: Metrics,
+    /// The last updates accepted, for `/status`.
+    pub recent: Recent,
 }
 
 impl Herd {
@@ -66,9 +71,13 @@ impl Herd {
         match client::parse_request(line) {
             Request::Blank => ClientAction::Ignore,
             Request::IAmAt(req) => {
+                self.metrics.lines_iamat += 1;
                 let at = client::format_at(&self.name, now_ns, &req);
                 if self.store.update(req.client, req.time_ns, &at) {
                     self.persist(&at);
+                    // u64 division: an i128 one costs about a hundred instructions.
+                    let micros = u64::try_from(now_ns).map_or(0, |ns| ns / 1000);
+                    self.recent.push(&at, Source::Client, micros);
                     ClientAction::ReplyAndFlood(at)
                 } else {
                     let mut reply = at;
@@ -78,8 +87,9 @@ impl Herd {
             }
             Request::WhatsAt(req) => {
                 let Some(position) = self.store.get(req.client) else {
-                    return invalid(line);
+                    return self.invalid(line);
                 };
+                self.metrics.lines_whatsat += 1;
                 // The stored line was validated when it was stored; field 4 is
                 // the location.
                 let location = crate::protocol::fields(&position.at_line).nth(4);
@@ -90,11 +100,16 @@ impl Herd {
                         radius_m: req.radius_m,
                         bound: req.bound,
                     }),
-                    None => invalid(line),
+                    None => self.invalid(line),
                 }
             }
-            Request::Invalid => invalid(line),
+            Request::Invalid => self.invalid(line),
         }
+    }
+
+    fn invalid(&mut self, line: &[u8]) -> ClientAction {
+        self.metrics.lines_invalid += 1;
+        invalid(line)
     }
 
     /// An update from the neighbour on link `from`: true if it is new here
@@ -105,6 +120,16 @@ impl Herd {
             .update(&update.client, update.time_ns, &update.at_line);
         if new {
             self.persist(&update.at_line);
+            let now = crate::observe::micros(std::time::SystemTime::now());
+            self.recent
+                .push(&update.at_line, Source::Neighbour(from), now);
+        }
+        if let Some(c) = self.metrics.links.get_mut(from) {
+            if new {
+                c.floods_received_new += 1;
+            } else {
+                c.floods_received_known += 1;
+            }
         }
         self.log.line(&[
             Part::Str("update from "),
@@ -171,6 +196,8 @@ mod tests {
             log: Log::discard(),
             state: None,
             secret: None,
+            metrics: Metrics::default(),
+            recent: Recent::default(),
         }
     }
 
