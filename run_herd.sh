@@ -5,7 +5,7 @@
 #   ./run_herd.sh start [NAME...]     build (release) if needed, start in the background
 #   ./run_herd.sh stop [NAME...]      stop (all by default), cleanly
 #   ./run_herd.sh restart [NAME...]
-#   ./run_herd.sh status              which servers run, their pids and ports
+#   ./run_herd.sh status              which servers run, their pids, ports and pages
 #
 # Environment:
 #   HERD_CONFIG          herd file (default docs/herds/default.herd)
@@ -15,6 +15,10 @@
 #   PLACES_OFFLINE_PORT  the offline service's port on 127.0.0.1 (default 18443)
 #   HERD_SERVER_ARGS     extra options for every server, split on white space
 #                        (for example "--places-api new")
+#
+# Every server serves its read-only HTTP endpoint (/metrics, /status and the
+# herd's live page at /) on its herd-file line's http=ADDR, or else on its
+# client port + 20000 (so http://127.0.0.1:32000/ for Riley in the default herd).
 #
 # Each server runs as target/release/proxy-herd with its log in
 # $HERD_DIR/logs/NAME.log, its stdout and stderr appended to
@@ -70,6 +74,26 @@ herd_servers() {
         gsub(/^\[|\]$/, "", host)
         print $1, host, port
     }' "$HERD_CONFIG"
+}
+
+# Prints server $1's HTTP address (host:port): the herd file's http=ADDR, or
+# the client host and port + 20000; nothing when that port is above 65535.
+server_http() {
+    awk -v name="$1" '{
+        sub(/#.*/, "")
+        if ($1 != name || NF < 2) next
+        for (i = 3; i <= NF; i++) if ($i ~ /^http=/) { print substr($i, 6); exit }
+        n = split($2, parts, ":")
+        port = parts[n] + 20000
+        if (port <= 65535) print substr($2, 1, length($2) - length(parts[n])) port
+        exit
+    }' "$HERD_CONFIG"
+}
+
+# True when server $1's herd-file line gives http=ADDR itself.
+has_http_field() {
+    awk -v name="$1" '{ sub(/#.*/, ""); if ($1 == name) for (i = 3; i <= NF; i++) if ($i ~ /^http=/) found = 1 }
+        END { exit !found }' "$HERD_CONFIG"
 }
 
 herd_names() {
@@ -273,15 +297,20 @@ cmd_start() {
             failed=1
             continue
         fi
+        # The herd file's http= turns the endpoint on by itself; else the default.
+        local http_args=()
+        if ! has_http_field "$name" && [[ -n "$(server_http "$name")" ]]; then
+            http_args=(--http "$(server_http "$name")")
+        fi
         launch "$name" "$LOG_DIR/$name.stderr" "$SERVER_BIN" -c "$HERD_CONFIG" \
-            -l "$LOG_DIR/$name.log" "${server_args[@]}" "$name"
+            -l "$LOG_DIR/$name.log" "${server_args[@]}" "${http_args[@]}" "$name"
         launched+=("$name")
     done
     for name in "${launched[@]}"; do
         read -r host port < <(server_address "$name")
         pid="$(head -n 1 "$(pid_file "$name")")"
         if wait_listening "$name" "$pid" "$host" "$port" "$LOG_DIR/$name.log" "$LOG_DIR/$name.stderr"; then
-            echo "started $name (pid $pid) on $host:$port"
+            echo "started $name (pid $pid) on $host:$port, page at $(http_url "$name")"
         else
             # Alive but deaf: stop it, so that status does not report it running.
             if running_pid "$name" >/dev/null; then stop_one "$name" >&2; fi
@@ -345,22 +374,33 @@ cmd_stop() {
     done
 }
 
+# The URL of server $1's page, or "-" when it has no HTTP port.
+http_url() {
+    local addr
+    addr="$(server_http "$1")"
+    if [[ -z "$addr" ]]; then
+        echo -
+    else
+        echo "http://$addr/"
+    fi
+}
+
 cmd_status() {
     local name host port pid
     (($# == 0)) || EXIT_CODE=2 die "status takes no arguments"
-    printf '%-16s %-8s %-8s %s\n' NAME STATE PID ADDRESS
+    printf '%-16s %-8s %-8s %-24s %s\n' NAME STATE PID ADDRESS URL
     while read -r name host port; do
         if [[ "$host" == *:* ]]; then host="[$host]"; fi
         if pid="$(running_pid "$name")"; then
-            printf '%-16s %-8s %-8s %s\n' "$name" running "$pid" "$host:$port"
+            printf '%-16s %-8s %-8s %-24s %s\n' "$name" running "$pid" "$host:$port" "$(http_url "$name")"
         else
-            printf '%-16s %-8s %-8s %s\n' "$name" stopped - "$host:$port"
+            printf '%-16s %-8s %-8s %-24s %s\n' "$name" stopped - "$host:$port" "$(http_url "$name")"
         fi
     done < <(herd_servers)
     if pid="$(running_pid "$OFFLINE_NAME")"; then
-        printf '%-16s %-8s %-8s %s\n' "$OFFLINE_NAME" running "$pid" "https://127.0.0.1:$OFFLINE_PORT"
+        printf '%-16s %-8s %-8s %-24s %s\n' "$OFFLINE_NAME" running "$pid" "127.0.0.1:$OFFLINE_PORT" "https://127.0.0.1:$OFFLINE_PORT"
     else
-        printf '%-16s %-8s %-8s %s\n' "$OFFLINE_NAME" stopped - "https://127.0.0.1:$OFFLINE_PORT"
+        printf '%-16s %-8s %-8s %-24s %s\n' "$OFFLINE_NAME" stopped - "127.0.0.1:$OFFLINE_PORT" "https://127.0.0.1:$OFFLINE_PORT"
     fi
 }
 
