@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
-# The project's test command (README, .ci/run): every Rust test, then the
-# protocol, herd and WHATSAT integration tests again against each counterpart
-# in docs/ (asyncio, Python threads, Node.js, Java) whose runtime is present,
+# The project's test command (README, .ci/run): every Rust test (the browser
+# test of the herd's page included, with Chromium installed first where it
+# can be), then the protocol, herd and WHATSAT integration tests again
+# against each counterpart in docs/ (asyncio, Python threads, Node.js, Java)
+# whose runtime is present,
 # so the implementations never drift apart; then the partition script
 # (each server in its own network namespace), which skips itself unless it
 # runs as root where `ip netns` works.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# The browser test needs Chromium and the metrics tests use promtool (Debian's
+# chromium and prometheus packages): installed here when missing, as root with
+# apt-get (PROXY_HERD_NO_INSTALL=1 skips this); otherwise those checks skip
+# themselves with a SKIPPED line.
+want=()
+command -v chromium >/dev/null 2>&1 || want+=(chromium)
+command -v promtool >/dev/null 2>&1 || want+=(prometheus)
+if ((${#want[@]})); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ -z "${PROXY_HERD_NO_INSTALL:-}" ]; then
+        echo "== installing ${want[*]} (for the browser test and promtool)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}" >/dev/null; } ||
+            echo "== could not install ${want[*]}: those checks will be SKIPPED"
+    else
+        echo "== ${want[*]} missing and not installable here (not root, no apt-get, or PROXY_HERD_NO_INSTALL): those checks will be SKIPPED"
+    fi
+fi
 
 cargo test "$@"
 
