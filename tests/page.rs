@@ -6,7 +6,9 @@
 //! A screenshot is kept under `target/herd-page/`.
 //!
 //! Without Chromium the test says so and passes (`tests/run.sh` installs it
-//! where it can). The DevTools client below is the least that works: a
+//! where it can). It runs against the Rust server and, with
+//! `PROXY_HERD_IMPL=asyncio`, against the asyncio herd, which serves the same
+//! `/status`. The DevTools client below is the least that works: a
 //! WebSocket (RFC 6455) over a `TcpStream`, JSON with `serde_json`.
 
 mod common;
@@ -305,7 +307,13 @@ fn server_state(d: &Value, name: &str) -> Option<String> {
         .find_map(|s| (s[0] == name).then(|| s[1].as_str().unwrap_or("").to_string()))
 }
 
+/// Where a screenshot is kept: `target/herd-page/NAME.png`, or
+/// `NAME-asyncio.png` for the asyncio herd.
 fn artifact(name: &str) -> PathBuf {
+    let name = match implementation().as_str() {
+        "rust" => format!("{name}.png"),
+        other => format!("{name}-{other}.png"),
+    };
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
@@ -314,6 +322,13 @@ fn artifact(name: &str) -> PathBuf {
 
 #[test]
 fn the_page_draws_the_herd_and_follows_a_kill_and_a_restart() {
+    if !matches!(implementation().as_str(), "rust" | "asyncio") {
+        eprintln!(
+            "SKIPPED: the browser test: the {} counterpart serves no GET /status",
+            implementation()
+        );
+        return;
+    }
     let Some(bin) = chromium() else {
         eprintln!(
             "SKIPPED: the browser test: no chromium on the PATH \
@@ -379,7 +394,7 @@ fn the_page_draws_the_herd_and_follows_a_kill_and_a_restart() {
         ["Jaquez", "Juzang"].contains(&riley[1].as_str().unwrap()),
         "{riley}"
     );
-    browser.screenshot(&artifact("herd-page-up.png"));
+    browser.screenshot(&artifact("herd-page-up"));
 
     // Kill Bernard: the page shows it down, and its three links.
     herd.kill("Bernard");
@@ -401,7 +416,7 @@ fn the_page_draws_the_herd_and_follows_a_kill_and_a_restart() {
     for name in ["Riley", "Jaquez", "Juzang", "Campbell"] {
         assert_eq!(server_state(&d, name).as_deref(), Some("up"), "{name}");
     }
-    browser.screenshot(&artifact("herd-page.png"));
+    browser.screenshot(&artifact("herd-page"));
 
     // Restarted, it is up again.
     herd.start_named("Bernard");
