@@ -24,7 +24,7 @@ seconds=$1
 shift
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-    targets=(client_line peer_message herd_file http_response google_json)
+    targets=(client_line peer_message herd_file http_response http_request google_json)
 fi
 
 # cargo-fuzz passes nightly-only flags (-Z, sanitizers); this lets the
@@ -55,6 +55,7 @@ max_len() {
         client_line | peer_message) echo 512 ;;
         herd_file) echo 4096 ;;
         http_response) echo 8192 ;;
+        http_request) echo 12288 ;;
         google_json) echo 2048 ;;
         *) echo 4096 ;;
     esac
