@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # run_herd.sh: start, stop and inspect a whole proxy-herd herd on this machine
-# (SPEC section 3).
+# (docs/spec.md §3).
 #
 #   ./run_herd.sh start [NAME...]     build (release) if needed, start in the background
 #   ./run_herd.sh stop [NAME...]      stop (all by default), cleanly
-#   ./run_herd.sh restart [NAME...]
-#   ./run_herd.sh status              which servers run, their pids and ports
+#   ./run_herd.sh restart [NAME...]   stop, then start (the servers; the
+#                                     offline Places service keeps running)
+#   ./run_herd.sh status              which servers run, their pids, ports and
+#                                     whether their peer links are TLS
 #
 # Environment:
 #   HERD_CONFIG          herd file (default docs/herds/default.herd)
@@ -14,13 +16,22 @@
 #                        Places service (places-offline) is started and used
 #   PLACES_OFFLINE_PORT  the offline service's port on 127.0.0.1 (default 18443)
 #   HERD_SERVER_ARGS     extra options for every server, split on white space
-#                        (for example "--places-api new")
+#                        (for example "--places-api new"; without a key, the
+#                        offline service's endpoint for that API is used)
+#   HERD_BIN_DIR         where proxy-herd and places-offline are (default
+#                        target/release, built when missing or stale; a
+#                        folder given here is used as it is)
+#   HERD_TLS             1: peer links over mutual TLS. The herd's certificates
+#                        are made once, by proxy-herd certs, in
+#                        $HERD_DIR/run/tls (ca.pem, NAME.pem, NAME.key), and
+#                        every server gets --peer-cert, --peer-key, --peer-ca
 #
 # Each server runs as target/release/proxy-herd with its log in
 # $HERD_DIR/logs/NAME.log, its stdout and stderr appended to
 # $HERD_DIR/logs/NAME.stderr, and its pid in $HERD_DIR/run/NAME.pid.
 # Servers run with this repository as their working directory, so relative
-# paths they are given (data/tls/ca.pem) are relative to it.
+# paths given in HERD_SERVER_ARGS are relative to it; the paths run_herd.sh
+# gives them itself are absolute.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,14 +48,20 @@ HERD_CONFIG="$(absolute "${HERD_CONFIG:-$ROOT/docs/herds/default.herd}")"
 HERD_DIR="$(absolute "${HERD_DIR:-$ROOT}")"
 LOG_DIR="$HERD_DIR/logs"
 RUN_DIR="$HERD_DIR/run"
-SERVER_BIN="$ROOT/target/release/proxy-herd"
-OFFLINE_BIN="$ROOT/target/release/places-offline"
+BIN_DIR="$(absolute "${HERD_BIN_DIR:-$ROOT/target/release}")"
+SERVER_BIN="$BIN_DIR/proxy-herd"
+OFFLINE_BIN="$BIN_DIR/places-offline"
+TLS_DIR="$RUN_DIR/tls"
 OFFLINE_NAME="places-offline"
 OFFLINE_PORT="${PLACES_OFFLINE_PORT:-18443}"
 OFFLINE_KEY="offline-dev-key"
-OFFLINE_CA="data/tls/ca.pem"
-# Polls are 0.1 s apart: 50 polls is the ~5 s bound for starting and stopping.
-POLLS=50
+OFFLINE_CA="$ROOT/data/tls/ca.pem"
+OFFLINE_LEGACY_PATH="/maps/api/place/nearbysearch/json"
+OFFLINE_NEW_PATH="/v1/places:searchNearby"
+# Polls are 0.02 s apart: 250 polls is the ~5 s bound for starting and
+# for stopping.
+POLL=0.02
+POLLS=250
 
 # The comment block at the top of this file.
 usage() {
@@ -72,13 +89,49 @@ herd_servers() {
     }' "$HERD_CONFIG"
 }
 
+# The herd file, read once (each awk is a process, and start and stop ask
+# for every server's address): HERD_LINES holds "NAME HOST PORT" lines.
+HERD_LINES=()
+load_herd() {
+    if ((${#HERD_LINES[@]} == 0)); then
+        mapfile -t HERD_LINES < <(herd_servers)
+    fi
+}
+
 herd_names() {
-    herd_servers | awk '{ print $1 }'
+    local line
+    load_herd
+    for line in ${HERD_LINES[@]+"${HERD_LINES[@]}"}; do
+        echo "${line%% *}"
+    done
+}
+
+# Sets the caller's host and port to server $1's address, in this shell.
+set_address() {
+    local line rest
+    load_herd
+    for line in ${HERD_LINES[@]+"${HERD_LINES[@]}"}; do
+        if [[ "${line%% *}" == "$1" ]]; then
+            rest="${line#* }"
+            host="${rest% *}"
+            port="${rest##* }"
+            return 0
+        fi
+    done
+    return 1
 }
 
 # Prints "HOST PORT" of server $1, or fails if the herd has no such server.
 server_address() {
-    herd_servers | awk -v name="$1" '$1 == name { print $2, $3; found = 1 } END { exit !found }'
+    local line
+    load_herd
+    for line in ${HERD_LINES[@]+"${HERD_LINES[@]}"}; do
+        if [[ "${line%% *}" == "$1" ]]; then
+            echo "${line#* }"
+            return 0
+        fi
+    done
+    return 1
 }
 
 # Checks that every argument is a server of the herd; exit 2 otherwise.
@@ -104,6 +157,17 @@ connect_host() {
 port_open() {
     local host
     host="$(connect_host "$1")"
+    case "$host" in
+        127.* | ::1 | localhost)
+            # Loopback answers or refuses at once: bash's /dev/tcp in this
+            # shell, no process started (start polls this for every server).
+            if { exec 3<>"/dev/tcp/$host/$2"; } 2>/dev/null; then
+                exec 3>&-
+                return 0
+            fi
+            return 1
+            ;;
+    esac
     # shellcheck disable=SC2016 # $1 and $2 are the inner bash's arguments.
     if command -v nc >/dev/null 2>&1; then
         nc -z -w 1 "$host" "$2" >/dev/null 2>&1
@@ -119,13 +183,29 @@ pid_file() {
     printf '%s/%s.pid\n' "$RUN_DIR" "$1"
 }
 
+# True when pid $1 exists and has not exited. kill -0 also succeeds on a
+# zombie (exited, not yet reaped by its parent, which for a server started
+# here is PID 1 and may be slow), so the state in /proc/PID/stat counts too.
+pid_running() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    if [[ -r "/proc/$1/stat" ]]; then
+        # A builtin read, no process: stop polls this for every pid.
+        read -r stat <"/proc/$1/stat" 2>/dev/null || return 1
+        # "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
+        stat="${stat##*) }"
+        [[ "${stat%% *}" != Z ]]
+    fi
+}
+
 # True when pid $1 is alive and (where /proc tells) runs binary $2, so that a
 # pid reused by an unrelated process after a crash is not taken for ours.
 pid_alive() {
     local cmdline
-    kill -0 "$1" 2>/dev/null || return 1
+    pid_running "$1" || return 1
     if [[ -r "/proc/$1/cmdline" ]]; then
-        cmdline="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true)"
+        # The first NUL-terminated word: the binary's path.
+        IFS= read -r -d '' cmdline <"/proc/$1/cmdline" 2>/dev/null || true
         [[ "$cmdline" == *"$2"* ]]
     fi
 }
@@ -162,6 +242,12 @@ running_pid() {
 # Builds the release binaries when missing or older than the sources.
 build_if_needed() {
     local bin stale=""
+    if [[ -n "${HERD_BIN_DIR:-}" ]]; then
+        for bin in "$SERVER_BIN" "$OFFLINE_BIN"; do
+            [[ -x "$bin" ]] || die "HERD_BIN_DIR: no $bin"
+        done
+        return 0
+    fi
     for bin in "$SERVER_BIN" "$OFFLINE_BIN"; do
         if [[ ! -x "$bin" ]] ||
             [[ -n "$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$bin" -print -quit 2>/dev/null)" ]]; then
@@ -191,7 +277,7 @@ show_tails() {
 launch() {
     local name="$1" errfile="$2"
     shift 2
-    printf '=== %s: starting %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >>"$errfile"
+    TZ=UTC printf '=== %(%Y-%m-%dT%H:%M:%SZ)T: starting %s\n' -1 "$*" >>"$errfile"
     # nohup execs the binary, so $! is the server's own pid.
     (
         cd "$ROOT" || exit 1
@@ -209,13 +295,13 @@ wait_listening() {
         if port_open "$host" "$port"; then
             return 0
         fi
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! pid_running "$pid"; then
             echo "$name (pid $pid) exited before listening on $host:$port" >&2
             rm -f "$(pid_file "$name")"
             show_tails "$@"
             return 1
         fi
-        sleep 0.1
+        sleep "$POLL"
     done
     echo "$name (pid $pid) is not listening on $host:$port after 5 s" >&2
     show_tails "$@"
@@ -240,9 +326,50 @@ start_offline() {
     echo "PLACES_API_KEY is not set: using the offline Places service at https://127.0.0.1:$OFFLINE_PORT"
 }
 
+# True when the options given ask for Places API (New): the offline
+# service answers it on its own path (a legacy URL would get HTTP 405).
+places_api_new() {
+    local prev="" arg
+    for arg in "$@"; do
+        if [[ "$arg" == "--places-api=new" ]] || [[ "$prev" == "--places-api" && "$arg" == new ]]; then
+            return 0
+        fi
+        prev="$arg"
+    done
+    return 1
+}
+
+# With HERD_TLS=1: makes the herd's certificates in $TLS_DIR unless there.
+# A herd that gained a server since is refused rather than re-issued: a new
+# CA would cut off the servers still running with the old one.
+ensure_certs() {
+    local name missing=()
+    if [[ ! -e "$TLS_DIR/ca.pem" ]]; then
+        "$SERVER_BIN" certs "$HERD_CONFIG" "$TLS_DIR" >/dev/null ||
+            die "cannot make the herd's certificates in $TLS_DIR"
+        echo "made the herd's certificates in $TLS_DIR"
+        return 0
+    fi
+    while read -r name; do
+        if [[ ! -r "$TLS_DIR/$name.pem" || ! -r "$TLS_DIR/$name.key" ]]; then
+            missing+=("$name")
+        fi
+    done < <(herd_names)
+    ((${#missing[@]} == 0)) ||
+        die "$TLS_DIR has no certificate for ${missing[*]}: stop the herd, remove $TLS_DIR and start again"
+}
+
+# The peer TLS options of server $1 (none unless HERD_TLS=1).
+tls_args() {
+    if [[ "${HERD_TLS:-}" == 1 ]]; then
+        printf '%s\n' --peer-cert "$TLS_DIR/$1.pem" --peer-key "$TLS_DIR/$1.key" \
+            --peer-ca "$TLS_DIR/ca.pem"
+    fi
+}
+
 cmd_start() {
     local names=("$@") name pid host port failed=0
-    local server_args=() extra=()
+    local server_args=() extra=() peer_tls=()
     if ((${#names[@]} == 0)); then
         mapfile -t names < <(herd_names)
         ((${#names[@]} > 0)) || die "no servers in $HERD_CONFIG"
@@ -250,20 +377,23 @@ cmd_start() {
     check_names "${names[@]}"
     build_if_needed
     mkdir -p "$LOG_DIR" "$RUN_DIR"
+    if [[ "${HERD_TLS:-}" == 1 ]]; then ensure_certs; fi
 
+    read -r -a extra <<<"${HERD_SERVER_ARGS:-}"
     if [[ -z "${PLACES_API_KEY:-}" ]]; then
         start_offline
         export PLACES_API_KEY="$OFFLINE_KEY"
-        server_args+=(--places-url "https://127.0.0.1:$OFFLINE_PORT/maps/api/place/nearbysearch/json"
+        local path="$OFFLINE_LEGACY_PATH"
+        if places_api_new "${extra[@]}"; then path="$OFFLINE_NEW_PATH"; fi
+        server_args+=(--places-url "https://127.0.0.1:$OFFLINE_PORT$path"
             --places-ca "$OFFLINE_CA")
     fi
-    read -r -a extra <<<"${HERD_SERVER_ARGS:-}"
     server_args+=("${extra[@]}")
 
     # Launch them all first, then wait, so the ~5 s bound is for the herd.
     local launched=()
     for name in "${names[@]}"; do
-        read -r host port < <(server_address "$name")
+        set_address "$name"
         if pid="$(running_pid "$name")"; then
             echo "$name already running (pid $pid)"
             continue
@@ -273,12 +403,13 @@ cmd_start() {
             failed=1
             continue
         fi
+        mapfile -t peer_tls < <(tls_args "$name")
         launch "$name" "$LOG_DIR/$name.stderr" "$SERVER_BIN" -c "$HERD_CONFIG" \
-            -l "$LOG_DIR/$name.log" "${server_args[@]}" "$name"
+            -l "$LOG_DIR/$name.log" "${server_args[@]}" "${peer_tls[@]}" "$name"
         launched+=("$name")
     done
     for name in "${launched[@]}"; do
-        read -r host port < <(server_address "$name")
+        set_address "$name"
         pid="$(head -n 1 "$(pid_file "$name")")"
         if wait_listening "$name" "$pid" "$host" "$port" "$LOG_DIR/$name.log" "$LOG_DIR/$name.stderr"; then
             echo "started $name (pid $pid) on $host:$port"
@@ -291,28 +422,52 @@ cmd_start() {
     return "$failed"
 }
 
-# Stops $1 if it runs: SIGTERM, wait, SIGKILL after ~5 s.
-stop_one() {
-    local name="$1" pid i
-    if ! pid="$(running_pid "$name")"; then
-        echo "$name is not running"
-        return 0
-    fi
-    kill -TERM "$pid" 2>/dev/null || true
+# Waits until none of the pids given runs (an exited zombie counts as
+# gone); fails if some still run after ~5 s.
+wait_gone() {
+    local i pid alive
     for ((i = 0; i < POLLS; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "$name (pid $pid) ignored SIGTERM for 5 s: sending SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < POLLS; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
+        alive=""
+        for pid in "$@"; do
+            if pid_running "$pid"; then alive=yes; break; fi
         done
+        [[ -z "$alive" ]] && return 0
+        sleep "$POLL"
+    done
+    return 1
+}
+
+# Stops every name given that runs, all at once: SIGTERM to each, one wait
+# for them all, SIGKILL to any still running after ~5 s.
+stop_many() {
+    local name pid i names=() pids=()
+    for name in "$@"; do
+        if pid="$(running_pid "$name")"; then
+            kill -TERM "$pid" 2>/dev/null || true
+            names+=("$name")
+            pids+=("$pid")
+        else
+            echo "$name is not running"
+        fi
+    done
+    ((${#pids[@]} > 0)) || return 0
+    if ! wait_gone "${pids[@]}"; then
+        for i in "${!pids[@]}"; do
+            if pid_running "${pids[$i]}"; then
+                echo "${names[$i]} (pid ${pids[$i]}) ignored SIGTERM for 5 s: sending SIGKILL" >&2
+                kill -KILL "${pids[$i]}" 2>/dev/null || true
+            fi
+        done
+        wait_gone "${pids[@]}" || true
     fi
-    rm -f "$(pid_file "$name")"
-    echo "stopped $name (pid $pid)"
+    for i in "${!pids[@]}"; do
+        rm -f "$(pid_file "${names[$i]}")"
+        echo "stopped ${names[$i]} (pid ${pids[$i]})"
+    done
+}
+
+stop_one() {
+    stop_many "$1"
 }
 
 cmd_stop() {
@@ -339,28 +494,41 @@ cmd_stop() {
             fi
         done
     fi
+    local servers=() offline=()
     for name in "${names[@]}"; do
         [[ "$name" =~ ^[A-Za-z0-9_-]+$ ]] || EXIT_CODE=2 die "bad server name '$name'"
-        stop_one "$name"
+        if [[ "$name" == "$OFFLINE_NAME" ]]; then offline+=("$name"); else servers+=("$name"); fi
     done
+    # The servers together, then the Places service they may still be using.
+    if ((${#servers[@]} > 0)); then stop_many "${servers[@]}"; fi
+    if ((${#offline[@]} > 0)); then stop_many "${offline[@]}"; fi
+}
+
+# How server pid $1's peer links are set up: "tls" when it was started with
+# the peer TLS options, "plain" otherwise ("-" when /proc cannot tell).
+peer_mode() {
+    local cmdline
+    [[ -r "/proc/$1/cmdline" ]] || { echo -; return; }
+    cmdline="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true)"
+    if [[ "$cmdline" == *"--peer-cert "* ]]; then echo tls; else echo plain; fi
 }
 
 cmd_status() {
     local name host port pid
     (($# == 0)) || EXIT_CODE=2 die "status takes no arguments"
-    printf '%-16s %-8s %-8s %s\n' NAME STATE PID ADDRESS
+    printf '%-16s %-8s %-8s %-6s %s\n' NAME STATE PID PEERS ADDRESS
     while read -r name host port; do
         if [[ "$host" == *:* ]]; then host="[$host]"; fi
         if pid="$(running_pid "$name")"; then
-            printf '%-16s %-8s %-8s %s\n' "$name" running "$pid" "$host:$port"
+            printf '%-16s %-8s %-8s %-6s %s\n' "$name" running "$pid" "$(peer_mode "$pid")" "$host:$port"
         else
-            printf '%-16s %-8s %-8s %s\n' "$name" stopped - "$host:$port"
+            printf '%-16s %-8s %-8s %-6s %s\n' "$name" stopped - - "$host:$port"
         fi
     done < <(herd_servers)
     if pid="$(running_pid "$OFFLINE_NAME")"; then
-        printf '%-16s %-8s %-8s %s\n' "$OFFLINE_NAME" running "$pid" "https://127.0.0.1:$OFFLINE_PORT"
+        printf '%-16s %-8s %-8s %-6s %s\n' "$OFFLINE_NAME" running "$pid" - "https://127.0.0.1:$OFFLINE_PORT"
     else
-        printf '%-16s %-8s %-8s %s\n' "$OFFLINE_NAME" stopped - "https://127.0.0.1:$OFFLINE_PORT"
+        printf '%-16s %-8s %-8s %-6s %s\n' "$OFFLINE_NAME" stopped - - "https://127.0.0.1:$OFFLINE_PORT"
     fi
 }
 
@@ -370,13 +538,22 @@ main() {
     case "$command" in
         start | stop | restart | status)
             [[ -r "$HERD_CONFIG" ]] || die "cannot read the herd file $HERD_CONFIG"
+            load_herd
             ;;
     esac
     case "$command" in
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         restart)
-            cmd_stop "$@"
+            # The servers only (the offline Places service, which takes a
+            # moment to load its places, keeps running), unless named.
+            if (($# == 0)); then
+                local names=()
+                mapfile -t names < <(herd_names)
+                cmd_stop "${names[@]}"
+            else
+                cmd_stop "$@"
+            fi
             cmd_start "$@"
             ;;
         status) cmd_status "$@" ;;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (or the ones named) for SECONDS each, one after
-# another, one process at a time, and prints one summary line per target:
+# another, one process at a time, and prints one summary line per target
+# (installing cargo-fuzz first when it is missing):
 #
 #   fuzz/run.sh SECONDS [TARGET...]
 #
@@ -25,6 +26,15 @@ shift
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
     targets=(client_line peer_message herd_file http_response google_json)
+fi
+
+# A fresh machine has no cargo-fuzz: install it (into ~/.cargo/bin) first.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "fuzz: cargo-fuzz is not installed: cargo install cargo-fuzz --locked" >&2
+    if ! cargo install cargo-fuzz --locked; then
+        echo "fuzz: cannot install cargo-fuzz" >&2
+        exit 1
+    fi
 fi
 
 # cargo-fuzz passes nightly-only flags (-Z, sanitizers); this lets the

@@ -1,4 +1,4 @@
-//! The `proxy-herd` command line (SPEC section 3): options and arguments in,
+//! The `proxy-herd` command line (docs/spec.md §3): options and arguments in,
 //! a [`Command`] or a one-line [`UsageError`] out.
 //!
 //! Parsing loads the herd file (through [`crate::herd::config`]) so that an
@@ -6,7 +6,7 @@
 //! Printing, exit codes (2 for a [`UsageError`]) and starting the server
 //! belong to `src/bin/proxy-herd.rs`.
 //!
-//! Choices where the SPEC is silent:
+//! Choices where docs/spec.md is silent:
 //!
 //! - `--help` and `--version` win over every other argument, so
 //!   `proxy-herd --help` needs no NAME; `--help` wins over `--version`.
@@ -16,22 +16,36 @@
 //!   an `Instant` can never overflow; `--max-clients` takes 1..=1000000;
 //!   `--max-positions` takes 1..=1000000000 (the store numbers its entries
 //!   in 32 bits, and a billion positions is already 100 GB).
-//! - `--places-url` must start with `https://` or `http://`; `--places-ca` is
+//! - `--places-url` is checked by the Places client's own URL parser
+//!   (`https://` only: the key travels in every request); `--places-ca` is
 //!   not opened here: the Places client reads it at start-up.
 //! - An option given twice is an error (getopts' rule).
+//! - `--peer-cert`, `--peer-key` and `--peer-ca` go together: one or two of
+//!   them is a usage error. Their files are read at start-up, not here (as
+//!   `--places-ca`), by [`crate::tls::peer::PeerTls::load`].
+//! - `proxy-herd certs HERDFILE DIR` is a subcommand only as the very first
+//!   argument; a server named `certs` still runs as `proxy-herd -c FILE certs`.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use getopts::Options;
 
-use crate::herd::config::HerdConfig;
+use crate::event_loop::Settings;
+use crate::herd::auth::Secret;
+use crate::herd::config::{Addr, HerdConfig};
+use crate::herd::Limits;
+use crate::log::Log;
+use crate::places::http::Endpoint;
+use crate::places::PlacesSettings;
+use crate::tls::peer::PeerTlsFiles;
 
-/// The default Places endpoint: Google's legacy Nearby Search.
-pub const LEGACY_PLACES_URL: &str = "https://maps.googleapis.com/maps/api/place/nearbysearch/json";
-
-/// The default endpoint with `--places-api new`: Places API (New) Nearby Search.
-pub const NEW_PLACES_URL: &str = "https://places.googleapis.com/v1/places:searchNearby";
+/// The Places endpoints and API type are the Places client's own; the
+/// command line only names them.
+pub use crate::places::http::{
+    Api as PlacesApi, LEGACY_URL as LEGACY_PLACES_URL, NEW_URL as NEW_PLACES_URL,
+};
 
 /// The largest `--idle-timeout`: one year, far below what `Instant` arithmetic can hold.
 pub const MAX_IDLE_TIMEOUT_SECS: u64 = 365 * 24 * 60 * 60;
@@ -41,15 +55,6 @@ pub const MAX_MAX_CLIENTS: usize = 1_000_000;
 
 /// The largest `--max-positions`.
 pub const MAX_MAX_POSITIONS: usize = 1_000_000_000;
-
-/// Which Places API the endpoint speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlacesApi {
-    /// Legacy Nearby Search: `GET .../nearbysearch/json?location=...`.
-    Legacy,
-    /// Places API (New): `POST .../v1/places:searchNearby`.
-    New,
-}
 
 /// Everything a server needs to start, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +86,8 @@ pub struct ServerOptions {
     pub max_positions: Option<usize>,
     /// The file holding the herd's shared secret (`--herd-secret-file`).
     pub herd_secret_file: Option<PathBuf>,
+    /// Peer links over mutual TLS (`--peer-cert`, `--peer-key`, `--peer-ca`).
+    pub peer_tls: Option<PeerTlsFiles>,
 }
 
 /// What the command line asks for.
@@ -88,6 +95,14 @@ pub struct ServerOptions {
 pub enum Command {
     /// Run one server of the herd.
     Run(Box<ServerOptions>),
+    /// `certs HERDFILE DIR`: write the herd's CA and certificates.
+    Certs {
+        /// The herd, loaded from `herd_file`.
+        herd: HerdConfig,
+        herd_file: PathBuf,
+        /// Where the files go.
+        dir: PathBuf,
+    },
     /// Print this usage text (no trailing newline) and exit 0.
     Help(String),
     /// Print this version line (no trailing newline) and exit 0.
@@ -166,7 +181,26 @@ fn options() -> Options {
     opts.optopt(
         "",
         "herd-secret-file",
-        "peers must prove they know the secret in FILE (HMAC over a fresh challenge)",
+        "peers must prove they know the secret in FILE (HMAC over a fresh challenge); \
+         this identifies neighbours but does not protect the stream after it: use the --peer-* options for that",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "peer-cert",
+        "this server's certificate (PEM): with --peer-key and --peer-ca, peer links are mutual TLS 1.3",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "peer-key",
+        "the private key of --peer-cert (PEM)",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "peer-ca",
+        "the herd CA (PEM): the only authority trusted for peer certificates",
         "FILE",
     );
     opts.optflag("h", "help", "print this help and exit");
@@ -176,12 +210,24 @@ fn options() -> Options {
 
 /// The full `--help` text, without a trailing newline.
 fn help_text(opts: &Options) -> String {
-    let brief = "Usage: proxy-herd [OPTIONS] NAME [PORT]\n\n\
+    let brief = "Usage: proxy-herd [OPTIONS] NAME [PORT]\n       \
+                 proxy-herd certs HERDFILE DIR\n\n\
                  Run server NAME of an application-server herd. PORT, when given,\n\
                  overrides its client port (its neighbours still dial the peer\n\
-                 address in the herd file).";
+                 address in the herd file).\n\n\
+                 certs writes a new herd CA (DIR/ca.pem, for --peer-ca) and, for each\n\
+                 server of HERDFILE, DIR/NAME.pem and DIR/NAME.key (for --peer-cert and\n\
+                 --peer-key), each certificate for the DNS name NAME. The CA key is not\n\
+                 kept; existing files are never overwritten.";
     format!(
-        "{}\n\nEnvironment:\n    PLACES_API_KEY      the Google Places API key (never logged)",
+        "{}\n\nPeer TLS: a neighbour's certificate must chain to --peer-ca and carry its\n\
+         herd name (the name the herd file gives a neighbour we dial, the name\n\
+         its HELLO claims when it dials us).\n\n\
+         Environment:\n    PLACES_API_KEY      the Google Places API key (never logged)\n\n\
+         Signals:\n    SIGINT, SIGTERM, SIGQUIT  stop, with the log flushed (exit status 0)\n    \
+         SIGHUP              reopen the log file (for logrotate: docs/logging.md)\n    \
+         SIGUSR1, SIGUSR2    logged, nothing else\n\n\
+         The contract (protocol, herd file, logs, limits): docs/spec.md",
         opts.usage(brief).trim_end()
     )
 }
@@ -216,6 +262,9 @@ fn non_empty(option: &str, value: Option<String>) -> Result<Option<String>, Usag
 
 /// Parses the command line, without `argv[0]`.
 pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
+    if args.first().map(String::as_str) == Some("certs") {
+        return parse_certs(&args[1..]);
+    }
     let opts = options();
     let matches = opts
         .parse(args)
@@ -239,17 +288,14 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
             ))
         }
     };
+    // The Places client's own parser decides what a URL may be, so the
+    // command line refuses exactly what the client could not use.
     let places_url = match non_empty("--places-url", matches.opt_str("places-url"))? {
-        Some(url) if url.starts_with("https://") || url.starts_with("http://") => url,
-        Some(url) => {
-            return usage_error(format!(
-                "--places-url: expected an https:// or http:// URL, got {url:?}"
-            ))
-        }
-        None => match places_api {
-            PlacesApi::Legacy => LEGACY_PLACES_URL.to_string(),
-            PlacesApi::New => NEW_PLACES_URL.to_string(),
+        Some(url) => match Endpoint::parse(&url) {
+            Ok(_) => url,
+            Err(why) => return usage_error(format!("--places-url: {why}")),
         },
+        None => places_api.default_url().to_string(),
     };
     let places_ca = non_empty("--places-ca", matches.opt_str("places-ca"))?.map(PathBuf::from);
     let config_path = non_empty("--config", matches.opt_str("config"))?.map(PathBuf::from);
@@ -270,6 +316,12 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         .transpose()?;
     let herd_secret_file =
         non_empty("--herd-secret-file", matches.opt_str("herd-secret-file"))?.map(PathBuf::from);
+
+    let peer_tls = peer_tls_files(
+        non_empty("--peer-cert", matches.opt_str("peer-cert"))?,
+        non_empty("--peer-key", matches.opt_str("peer-key"))?,
+        non_empty("--peer-ca", matches.opt_str("peer-ca"))?,
+    )?;
 
     let (name, port) = match matches.free.as_slice() {
         [] => return usage_error("missing server NAME (see --help)"),
@@ -312,7 +364,55 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         state_path,
         max_positions,
         herd_secret_file,
+        peer_tls,
     })))
+}
+
+/// All three peer TLS files, or none.
+fn peer_tls_files(
+    cert: Option<String>,
+    key: Option<String>,
+    ca: Option<String>,
+) -> Result<Option<PeerTlsFiles>, UsageError> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(PeerTlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+            ca: ca.into(),
+        })),
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                (cert.is_none(), "--peer-cert"),
+                (key.is_none(), "--peer-key"),
+                (ca.is_none(), "--peer-ca"),
+            ]
+            .into_iter()
+            .filter_map(|(absent, name)| absent.then_some(name))
+            .collect();
+            usage_error(format!(
+                "--peer-cert, --peer-key and --peer-ca go together: {} missing",
+                missing.join(" and ")
+            ))
+        }
+    }
+}
+
+/// `certs HERDFILE DIR` (after the word `certs`).
+fn parse_certs(args: &[String]) -> Result<Command, UsageError> {
+    match args {
+        [flag] if flag == "-h" || flag == "--help" => Ok(Command::Help(help_text(&options()))),
+        [herd_file, dir] if !herd_file.is_empty() && !dir.is_empty() => {
+            let herd_file = PathBuf::from(herd_file);
+            let herd = HerdConfig::load(&herd_file).map_err(|e| UsageError(e.to_string()))?;
+            Ok(Command::Certs {
+                herd,
+                herd_file,
+                dir: PathBuf::from(dir),
+            })
+        }
+        _ => usage_error("usage: proxy-herd certs HERDFILE DIR (see --help)"),
+    }
 }
 
 /// Parses the PORT argument: 1..=65535, digits only.
@@ -321,6 +421,66 @@ fn parse_port(text: &str) -> Result<u16, UsageError> {
         UsageError(format!(
             "bad PORT {text:?}: expected a number from 1 to 65535"
         ))
+    })
+}
+
+/// What the event loop needs, built from the command line: the herd's
+/// addresses resolved, the Places settings (the key from `PLACES_API_KEY`),
+/// the herd secret read. The log is opened by `main` (its failure is exit
+/// status 1, not a usage error); `settings.log` discards until then.
+pub fn server_settings(options: &ServerOptions) -> Result<Settings, String> {
+    let me = options
+        .herd
+        .server(&options.name)
+        .ok_or_else(|| format!("{} is not a server of the herd", options.name))?;
+    let resolve = |addr: &Addr| {
+        addr.to_socket_addrs()
+            .ok()
+            .and_then(|a| a.into_iter().next())
+            .ok_or_else(|| format!("cannot resolve {addr}"))
+    };
+    let mut client_addr = resolve(&me.client)?;
+    if let Some(port) = options.port {
+        client_addr.set_port(port);
+    }
+    let mut neighbours = Vec::new();
+    for name in &me.neighbours {
+        let spec = options
+            .herd
+            .server(name)
+            .ok_or_else(|| format!("unknown neighbour {name}"))?;
+        neighbours.push((name.clone(), vec![resolve(&spec.peer)?]));
+    }
+    let secret = match &options.herd_secret_file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read the herd secret file {}: {e}", path.display()))?;
+            Some(Secret::new(&bytes)?)
+        }
+        None => None,
+    };
+    Ok(Settings {
+        name: options.name.clone(),
+        client_addr,
+        peer_addr: resolve(&me.peer)?,
+        neighbours,
+        log: Log::discard(),
+        places: PlacesSettings {
+            endpoint: Endpoint::parse(&options.places_url)
+                .map_err(|e| format!("bad --places-url: {e}"))?,
+            api: options.places_api,
+            key: std::env::var("PLACES_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            ca_file: options.places_ca.clone(),
+        },
+        limits: Limits {
+            max_clients: options.max_clients,
+            idle_timeout: options.idle_timeout_secs.map(Duration::from_secs),
+            max_positions: options.max_positions,
+        },
+        state_path: options.state_path.clone(),
+        secret,
     })
 }
 
@@ -448,7 +608,12 @@ mod tests {
                         "--max-clients",
                         "--idle-timeout",
                         "--version",
+                        "--peer-cert",
+                        "--peer-key",
+                        "--peer-ca",
+                        "proxy-herd certs HERDFILE DIR",
                         "PLACES_API_KEY",
+                        "SIGHUP",
                     ] {
                         assert!(text.contains(option), "help lacks {option}");
                     }
@@ -553,7 +718,11 @@ mod tests {
     fn bad_places_url() {
         fails(
             &["--places-url", "ftp://x", "Riley"],
-            "--places-url: expected an https://",
+            "--places-url: bad Places URL \"ftp://x\": only https:// is supported",
+        );
+        fails(
+            &["--places-url", "http://127.0.0.1:1/x", "Riley"],
+            "only https:// is supported",
         );
     }
 
@@ -608,6 +777,78 @@ mod tests {
             err.0,
             format!("{path}:1: A lists unknown neighbour B (no server of that name in this file)")
         );
+    }
+
+    #[test]
+    fn peer_tls_options_go_together() {
+        let options = run(&[
+            "--peer-cert",
+            "r.pem",
+            "--peer-key=r.key",
+            "--peer-ca",
+            "ca.pem",
+            "Riley",
+        ]);
+        assert_eq!(
+            options.peer_tls,
+            Some(PeerTlsFiles {
+                cert: "r.pem".into(),
+                key: "r.key".into(),
+                ca: "ca.pem".into(),
+            })
+        );
+        assert_eq!(run(&["Riley"]).peer_tls, None);
+        fails(
+            &["--peer-cert", "r.pem", "Riley"],
+            "--peer-cert, --peer-key and --peer-ca go together: --peer-key and --peer-ca missing",
+        );
+        fails(
+            &["--peer-cert", "r.pem", "--peer-ca", "ca.pem", "Riley"],
+            "go together: --peer-key missing",
+        );
+        fails(
+            &["--peer-key", "k", "--peer-ca", "c", "Riley"],
+            "--peer-cert missing",
+        );
+        fails(
+            &["--peer-ca", "c", "Riley"],
+            "--peer-cert and --peer-key missing",
+        );
+        fails(
+            &["--peer-cert=", "--peer-key", "k", "--peer-ca", "c", "Riley"],
+            "--peer-cert: empty value",
+        );
+    }
+
+    #[test]
+    fn certs_subcommand() {
+        let default = shipped("default.herd");
+        match parse_args(&args(&["certs", &default, "out/tls"])) {
+            Ok(Command::Certs {
+                herd,
+                herd_file,
+                dir,
+            }) => {
+                assert_eq!(herd.names().len(), 5);
+                assert_eq!(herd_file, PathBuf::from(&default));
+                assert_eq!(dir, PathBuf::from("out/tls"));
+            }
+            other => panic!("{other:?}"),
+        }
+        fails(&["certs"], "usage: proxy-herd certs HERDFILE DIR");
+        fails(&["certs", &default], "usage: proxy-herd certs HERDFILE DIR");
+        fails(&["certs", &default, "d", "x"], "usage: proxy-herd certs");
+        fails(&["certs", &default, ""], "usage: proxy-herd certs");
+        fails(
+            &["certs", "/nonexistent/x.herd", "d"],
+            "/nonexistent/x.herd: cannot read the herd file",
+        );
+        assert!(matches!(
+            parse_args(&args(&["certs", "--help"])),
+            Ok(Command::Help(_))
+        ));
+        // Only as the first argument: elsewhere `certs` is a server's name.
+        fails(&["-l", "x.log", "certs"], "unknown server \"certs\"");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The event log (SPEC section 6): one line per event, each starting with an
+//! The event log (docs/spec.md §6): one line per event, each starting with an
 //! RFC 3339 UTC timestamp with microseconds.
 //!
 //! Lines go into a memory buffer; the event loop calls [`Log::flush`] once per
@@ -6,11 +6,15 @@
 //! line. Writing a regular file does not wait on the network, so the loop is
 //! never held for long; a buffer past [`FLUSH_AT`] is written early to bound
 //! memory. Client bytes are escaped ([`Escaped`]) so one event stays one line.
+//!
+//! [`Log::reopen`] is for log rotation (`SIGHUP`, docs/logging.md): what is
+//! buffered goes to the old file, then the path is opened again, so a
+//! `logrotate` that renamed the file (its default `create` mode) loses no line.
 
 use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A buffer this large is written at once rather than at the end of the turn.
@@ -20,6 +24,8 @@ pub const FLUSH_AT: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct Log {
     file: Option<File>,
+    /// Where `file` was opened, for [`Log::reopen`].
+    path: Option<PathBuf>,
     buf: String,
     /// `2026-11-22T05:50:00.` for the second last stamped, so most lines
     /// format only their microseconds.
@@ -41,9 +47,9 @@ impl Log {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Log {
-            file: Some(file),
+            file: Some(open_append(path)?),
+            path: Some(path.to_path_buf()),
             buf: String::with_capacity(FLUSH_AT),
             stamp: (u64::MAX, String::new()),
         })
@@ -53,6 +59,7 @@ impl Log {
     pub fn discard() -> Log {
         Log {
             file: None,
+            path: None,
             buf: String::new(),
             stamp: (u64::MAX, String::new()),
         }
@@ -133,6 +140,27 @@ impl Log {
     }
 }
 
+impl Log {
+    /// Writes out what is buffered, then opens the log's path again
+    /// (appending, creating it): after a rotation renamed the file, later
+    /// lines go to a new file at the old name. On failure the old file is
+    /// kept, so no line is lost, and the error is returned. A discarding log
+    /// has nothing to reopen.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        self.flush();
+        let Some(path) = self.path.as_ref() else {
+            return Ok(());
+        };
+        self.file = Some(open_append(path)?);
+        Ok(())
+    }
+}
+
+/// Opens `path` for appending, creating it (not its folder).
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
 impl Drop for Log {
     fn drop(&mut self) {
         self.flush();
@@ -157,7 +185,7 @@ pub fn write_timestamp(out: &mut String, t: SystemTime) {
 
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's
 /// `civil_from_days`, for days on or after the epoch.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z % 146_097;
@@ -267,6 +295,50 @@ mod tests {
     #[test]
     fn escaped_bytes_stay_on_one_line() {
         assert_eq!(Escaped(b"ok \\ \n\xff").to_string(), "ok \\x5c \\x0a\\xff");
+    }
+
+    #[test]
+    fn reopen_after_a_rename_loses_no_line() {
+        let dir =
+            std::env::temp_dir().join(format!("proxy-herd-log-reopen-{}", std::process::id()));
+        let path = dir.join("r.log");
+        let rotated = dir.join("r.log.1");
+        let mut log = Log::open(&path).unwrap();
+        log.event(format_args!("one"));
+        log.flush();
+        // logrotate's `create` mode: rename, then tell the server.
+        std::fs::rename(&path, &rotated).unwrap();
+        log.event(format_args!("two")); // buffered: still owed to the old file
+        log.reopen().unwrap();
+        log.event(format_args!("three"));
+        log.flush();
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            old.lines().map(|l| &l[28..]).collect::<Vec<_>>(),
+            ["one", "two"]
+        );
+        assert_eq!(new.lines().map(|l| &l[28..]).collect::<Vec<_>>(), ["three"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_reopen_keeps_the_old_file() {
+        let dir =
+            std::env::temp_dir().join(format!("proxy-herd-log-nofolder-{}", std::process::id()));
+        let path = dir.join("gone").join("g.log");
+        let mut log = Log::open(&path).unwrap();
+        let kept = dir.join("kept.log");
+        std::fs::rename(&path, &kept).unwrap();
+        std::fs::remove_dir(dir.join("gone")).unwrap();
+        assert!(log.reopen().is_err());
+        log.event(format_args!("still here"));
+        log.flush();
+        assert!(std::fs::read_to_string(&kept)
+            .unwrap()
+            .ends_with("Z still here\n"));
+        assert!(Log::discard().reopen().is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -93,6 +93,38 @@ impl<E> Timers<E> {
     }
 }
 
+/// The part of a timer queue that a protocol needs: asyncio's
+/// `loop.call_later` and `TimerHandle.cancel`, at the current instant.
+///
+/// The herd's protocols and the Places client schedule their own event types
+/// through this trait, so they never name the loop's [`Timers`] payload; the
+/// loop hands them a [`Scheduler`] that wraps their events into its own, and
+/// unit tests hand them one over a `Timers` of their own with a fake clock.
+pub trait Schedule<E> {
+    /// Schedules `event` to come due `delay` from now.
+    fn call_later(&mut self, delay: Duration, event: E) -> TimerId;
+    /// Forgets a timer (harmless if it already ran).
+    fn cancel(&mut self, id: TimerId);
+}
+
+/// A timer queue seen at one instant, scheduling events of type `E` as the
+/// queue's own type `T` through `wrap`.
+pub struct Scheduler<'a, T, F> {
+    pub timers: &'a mut Timers<T>,
+    pub now: Instant,
+    pub wrap: F,
+}
+
+impl<E, T, F: Fn(E) -> T> Schedule<E> for Scheduler<'_, T, F> {
+    fn call_later(&mut self, delay: Duration, event: E) -> TimerId {
+        self.timers.call_later(self.now, delay, (self.wrap)(event))
+    }
+
+    fn cancel(&mut self, id: TimerId) {
+        self.timers.cancel(id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,33 @@ use mio::net::TcpStream;
 /// not leave an idle connection holding megabytes.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// What a protocol may do with its transport: queue bytes and ask how many
+/// are still unsent (asyncio's `transport.write` and
+/// `get_write_buffer_size`). Protocols take `&mut dyn WriteTransport`, so they
+/// never touch a socket: the loop passes a [`Transport`], unit tests a `Vec`.
+pub trait WriteTransport {
+    /// Queues bytes to send.
+    fn write(&mut self, data: &[u8]);
+    /// The output queue itself, to format a reply straight into it.
+    fn out_buf(&mut self) -> &mut Vec<u8>;
+    /// Bytes queued and not yet taken by the socket.
+    fn get_write_buffer_size(&self) -> usize;
+}
+
+impl WriteTransport for Vec<u8> {
+    fn write(&mut self, data: &[u8]) {
+        self.extend_from_slice(data);
+    }
+
+    fn out_buf(&mut self) -> &mut Vec<u8> {
+        self
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.len()
+    }
+}
+
 /// A TCP stream with an output queue.
 #[derive(Debug)]
 pub struct Transport {
@@ -27,6 +54,9 @@ pub struct Transport {
     out: Vec<u8>,
     /// How much of `out` the socket has taken.
     sent: usize,
+    /// `close` was called: nothing more is read, and the write half is shut
+    /// once the queue is out.
+    closing: bool,
 }
 
 /// What [`Transport::flush`] achieved.
@@ -45,6 +75,7 @@ impl Transport {
             stream,
             out: Vec::new(),
             sent: 0,
+            closing: false,
         }
     }
 
@@ -121,6 +152,23 @@ impl Transport {
         // The peer may be gone already; there is nothing left to tell it.
         let _ = self.stream.shutdown(Shutdown::Write);
     }
+
+    /// asyncio's `transport.close()`: one last flush of what is queued, then
+    /// FIN. What the socket does not take now is dropped: the loop frees the
+    /// slot at the end of the turn, and only calls this once nothing more is
+    /// owed or the connection has broken a limit.
+    pub fn close(&mut self) {
+        if !self.closing {
+            self.closing = true;
+            let _ = self.flush();
+            self.shutdown_write();
+        }
+    }
+
+    /// asyncio's `transport.is_closing()`.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
 }
 
 /// A line longer than the limit arrived or is arriving.
@@ -168,6 +216,11 @@ impl LineReader {
         self.check(max)
     }
 
+    /// Bytes of an unfinished line held for the next read.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
     /// At end of file: the last line, if it had no `\n`, is still a line.
     pub fn finish(&mut self, mut on_line: impl FnMut(&[u8])) {
         if !self.partial.is_empty() {
@@ -182,6 +235,20 @@ impl LineReader {
         } else {
             Ok(())
         }
+    }
+}
+
+impl WriteTransport for Transport {
+    fn write(&mut self, data: &[u8]) {
+        Transport::write(self, data);
+    }
+
+    fn out_buf(&mut self) -> &mut Vec<u8> {
+        Transport::out_buf(self)
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.backlog()
     }
 }
 

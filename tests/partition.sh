@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Partition tests: the default herd (SPEC section 2) with each server in its
+# Partition tests: the default herd (docs/spec.md §2) with each server in its
 # own network namespace and one point-to-point veth pair per herd link, so a
 # single link can be cut (`ip link set down`), slowed (`tc netem`) and healed
 # without touching the others. Checks that updates flood around a cut, that a

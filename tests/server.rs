@@ -133,17 +133,18 @@ fn pipelined_lines_are_answered_in_one_write() {
     for i in 0..200 {
         batch.extend_from_slice(format!("IAMAT client{i} +1-1 {i}\n").as_bytes());
     }
+    let before = data_segments_received(&c.stream);
     c.send(&batch);
-    // Wait until the answer is there, then read once: it is all there, since
-    // the server wrote the 200 replies in one write.
-    c.stream.set_read_timeout(None).unwrap();
-    let mut chunk = vec![0u8; 1 << 20];
-    let n = std::io::Read::read(&mut c.stream, &mut chunk).unwrap();
-    let text = String::from_utf8_lossy(&chunk[..n]);
-    assert_eq!(text.lines().count(), 200, "one read got: {text}");
-    for (i, line) in text.lines().enumerate() {
+    let mut lines = Vec::new();
+    for _ in 0..200 {
+        lines.push(c.read_line());
+    }
+    for (i, line) in lines.iter().enumerate() {
         assert!(line.ends_with(&format!(" client{i} +1-1 {i}")), "{line}");
     }
+    // The kernel counts what arrived: the 200 replies came in one segment,
+    // so the server wrote them with one write.
+    assert_eq!(data_segments_received(&c.stream) - before, 1);
 }
 
 #[test]
@@ -250,6 +251,7 @@ fn a_megabyte_line_is_disconnected_while_others_are_served() {
 fn a_client_that_never_reads_is_disconnected_while_others_are_served() {
     let (_dir, server) = lone("noread");
     let mut greedy = server.connect();
+    shrink_receive_buffer(&greedy.stream, 4096);
     greedy
         .stream
         .set_write_timeout(Some(Duration::from_millis(200)))
@@ -261,11 +263,14 @@ fn a_client_that_never_reads_is_disconnected_while_others_are_served() {
     let mut other = server.connect();
     let start = Instant::now();
     // Bounded: at most 2000 batches (~36 MB) or the deadline.
-    for _ in 0..2000 {
+    // The replies fill the socket buffers both ways (megabytes on loopback)
+    // before the server's own backlog grows, so the log, which grows too,
+    // is read only now and then.
+    for i in 0..2000 {
         if start.elapsed() > DEADLINE || greedy.stream.write_all(&batch).is_err() {
             break;
         }
-        if server.log_text().contains("left unread") {
+        if i % 64 == 63 && server.log_text().contains("left unread") {
             break;
         }
     }
@@ -448,4 +453,86 @@ fn the_port_argument_overrides_the_client_port_and_the_log_folder_is_made() {
     c.send(b"IAMAT a +1-1 1\n");
     assert!(c.read_line().starts_with("AT Riley "));
     assert!(log.exists());
+}
+
+/// The counterparts whose briefs do not ask for SIGHUP yet skip this, saying so.
+fn reopens_its_log_on_sighup() -> bool {
+    let ok = matches!(implementation().as_str(), "rust" | "asyncio" | "java");
+    if !ok {
+        eprintln!(
+            "SKIPPED for {}: SIGHUP log reopening (docs/spec.md §6) is not in its brief yet",
+            implementation()
+        );
+    }
+    ok
+}
+
+/// logrotate's default `create` mode: the log is renamed while the server
+/// writes it, then SIGHUP makes the server open a new file at the old name.
+/// Every line lands in one file or the other, none twice, in order.
+#[test]
+fn sighup_reopens_the_log_and_no_line_is_lost() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    if !reopens_its_log_on_sighup() {
+        return;
+    }
+    let (dir, mut server) = lone("sighup");
+    let rotated = dir.path("logs/Riley.log.1");
+    let sent = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            let mut c = server.connect();
+            // Bounded: the main thread stops it well before this.
+            for i in 0..1_000_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                c.send(format!("IAMAT rot-{i} +1-1 {i}\n").as_bytes());
+                assert!(c.read_line().starts_with("AT Riley "));
+                sent.store(i + 1, Ordering::Relaxed);
+            }
+        });
+        wait_for("50 replies before the rotation", || {
+            (sent.load(Ordering::Relaxed) >= 50).then_some(())
+        });
+        std::fs::rename(&server.log, &rotated).unwrap();
+        server.signal("HUP");
+        wait_for("a line in the new log", || {
+            server.log_text().lines().next().map(|_| ())
+        });
+        let after = sent.load(Ordering::Relaxed);
+        wait_for("50 more replies after the reopen", || {
+            (sent.load(Ordering::Relaxed) >= after + 50).then_some(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        sender.join().unwrap();
+    });
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), Some(0));
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = server.log_text();
+    assert!(
+        new.lines()
+            .next()
+            .unwrap()
+            .ends_with(" log reopened on SIGHUP"),
+        "{new}"
+    );
+    assert!(new.lines().last().unwrap().ends_with("stopping on SIGTERM"));
+    // Both files together hold every IAMAT once, in the order sent.
+    let both = format!("{old}{new}");
+    let received: Vec<usize> = both
+        .lines()
+        .filter_map(|l| l.split_once("< IAMAT rot-"))
+        .map(|(_, rest)| rest.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let total = sent.load(Ordering::Relaxed);
+    assert_eq!(received, (0..total).collect::<Vec<_>>());
+    assert!(count(&old, "< IAMAT rot-") >= 50, "{old}");
+    assert!(count(&new, "< IAMAT rot-") >= 50, "{new}");
+    // The old file ends before the new one starts.
+    let last_old = old.lines().last().unwrap().split(' ').next().unwrap();
+    let first_new = new.lines().next().unwrap().split(' ').next().unwrap();
+    assert!(last_old <= first_new, "{last_old} > {first_new}");
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """proxy-herd in asyncio: the same application-server herd as the Rust mio
-loop (SPEC sections 3-6), written with the standard library only.
+loop (docs/spec.md §3-6), written with the standard library only.
 
     python3 docs/asyncio/herd.py [OPTIONS] NAME [PORT]
 
@@ -22,7 +22,7 @@ only the callbacks:
 Protocols rather than streams: a Protocol's data_received hands us every line
 that arrived in one read, so the replies to a pipelined batch go out in one
 write, and floods are written to the neighbours before the client's reply in
-the same callback (SPEC section 5: "in the same turn of the loop").
+the same callback (docs/spec.md §5: "in the same turn of the loop").
 """
 
 import asyncio
@@ -62,7 +62,7 @@ FIELD_MASK = ("places.id,places.displayName,places.location,places.types,"
               "places.shortFormattedAddress,places.formattedAddress")
 
 DEFAULT_HERD_TEXT = """\
-# The default herd (SPEC section 2). Peer ports default to client port + 10000.
+# The default herd (docs/spec.md §2). Peer ports default to client port + 10000.
 Riley       127.0.0.1:12000    Jaquez Juzang
 Jaquez      127.0.0.1:12001    Riley Bernard
 Juzang      127.0.0.1:12002    Riley Bernard Campbell
@@ -283,8 +283,14 @@ Options:
     -h, --help          print this help and exit
     -V, --version       print the version and exit
 
+Not here (the Rust server's only): --state, --herd-secret-file.
+
 Environment:
-    PLACES_API_KEY      the Google Places API key (never logged)"""
+    PLACES_API_KEY      the Google Places API key (never logged)
+
+Signals:
+    SIGINT, SIGTERM     stop, with the log flushed (exit status 0)
+    SIGHUP              reopen the log file (for logrotate: docs/logging.md)"""
 
 
 def parse_number(option, text, low, high):
@@ -369,6 +375,7 @@ class Log:
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
+        self.path = path
         self.file = open(path, "ab")
         self.lines = []
         self.loop = None
@@ -396,9 +403,24 @@ class Log:
         except OSError as e:  # a failing log disk must not stop the server
             print(f"herd.py: cannot write the log: {e}", file=sys.stderr)
 
+    def reopen(self):
+        """SIGHUP (log rotation, Log::reopen in log.rs): what is buffered goes
+        to the old file, then the path is opened again; on failure the old
+        file is kept, so no line is lost."""
+        self.flush()
+        try:
+            new = open(self.path, "ab")
+        except OSError as e:
+            print(f"herd.py: SIGHUP: cannot reopen the log: {e}", file=sys.stderr)
+            self.event(f"SIGHUP: cannot reopen the log: {e}")
+            return
+        self.file.close()
+        self.file = new
+        self.event("log reopened on SIGHUP")
+
 
 # ----- the client protocol, pure (src/protocol/client.rs) ---------------------
-# Lines are bytes. bytes.split() with no argument splits on exactly the SPEC's
+# Lines are bytes. bytes.split() with no argument splits on exactly docs/spec.md's
 # white space: space, \t, \n, \r, \v and \f.
 
 DECIMAL = rb"(\d+)(?:\.(\d+))?"
@@ -667,6 +689,9 @@ class ClientProtocol(asyncio.Protocol):
         if self.closed:
             return
         if self.out:
+            # The log first, as the Rust loop does: a client that has its
+            # reply finds the events that made it already in the log.
+            self.server.log.flush()
             self.transport.write(bytes(self.out))
             self.out.clear()
         if self.transport.get_write_buffer_size() > MAX_BACKLOG:
@@ -746,6 +771,9 @@ class PeerConn(asyncio.Protocol):
         self.allowance = PEER_BACKLOG
         self.closed = False
         self.last_heard = server.loop.time()
+        # Heartbeats are counted, not logged line by line (docs/spec.md §6):
+        # the counts are on the line that logs the connection's close.
+        self.heartbeats = 0
 
     def queue(self, data):
         self.pending += data
@@ -762,6 +790,14 @@ class PeerConn(asyncio.Protocol):
             self.pending.clear()
         if self.transport.get_write_buffer_size() == 0:
             self.allowance = PEER_BACKLOG  # the catch-up has drained
+            self.catch_up_drained()
+
+    def resume_writing(self):
+        # With a low-water mark of 0 (PeerOut), this means: all written.
+        self.flush()
+
+    def catch_up_drained(self):
+        pass
 
     def data_received(self, data):
         if self.closed:
@@ -788,6 +824,17 @@ class PeerOut(PeerConn):
     def __init__(self, server, link, conn_id):
         super().__init__(server, conn_id)
         self.link = link
+        self.catch_up = None    # (positions, bytes, start) until it has drained
+
+    def catch_up_drained(self):
+        """One summary line per catch-up sent, once the kernel has it all."""
+        if self.catch_up is None:
+            return
+        positions, size, start = self.catch_up
+        self.catch_up = None
+        ms = (self.server.loop.time() - start) * 1000
+        self.server.log.event(f"link {self.link.name}: catch-up of {positions} positions sent "
+                              f"({size} bytes, {ms:.1f} ms)")
 
     def connection_made(self, transport):
         self.transport = transport
@@ -798,6 +845,8 @@ class PeerOut(PeerConn):
             return
         link.conn = self
         link.timer.cancel()
+        # resume_writing then tells when a catch-up has fully drained.
+        transport.set_write_buffer_limits(high=64 * 1024, low=0)
         transport.write(b"HELLO " + s.name_bytes + b"\n")
         s.log.event(f"peer-out {link.name}#{self.id} > HELLO {s.name}")
         link.timer = s.loop.call_later(LINK_TIMEOUT, s.link_timeout, link, self.id)
@@ -805,14 +854,17 @@ class PeerOut(PeerConn):
 
     def line_received(self, line):
         s, link = self.server, self.link
-        s.log.event(f"peer-out {link.name}#{self.id} < {esc(line)}")
         kind, value = parse_peer_line(line)
+        if kind == "PONG":
+            self.heartbeats += 1
+            return
+        s.log.event(f"peer-out {link.name}#{self.id} < {esc(line)}")
         if kind == "WELCOME" and value == link.name.encode():
             if link.state == "Greeting" and link.conn is self:
                 s.link_up(link)
         elif kind == "REFUSED":
             self.close(f"refused: {esc(value)}")
-        elif kind not in ("PONG", "BLANK"):
+        elif kind != "BLANK":
             s.log.event(f"peer-out {link.name}: unexpected line ignored")
 
     def eof_received(self):
@@ -823,7 +875,8 @@ class PeerOut(PeerConn):
         if self.closed:
             return
         self.closed = True
-        self.server.log.event(f"peer-out {self.link.name}#{self.id} closed: {why}")
+        self.server.log.event(f"peer-out {self.link.name}#{self.id} closed: {why} "
+                              f"({self.heartbeats} PINGs answered)")
         self.transport.abort()
         if self.link.conn is self:
             self.server.back_off(self.link, why)
@@ -836,6 +889,18 @@ class PeerIn(PeerConn):
         super().__init__(server, server.next_conn_id())
         self.link = None
         self.hello_timer = None
+        # The neighbour's catch-up: every AT line between its HELLO and its
+        # first PING (it queues the catch-up before any PING), summarised in
+        # one line. [positions, new, bytes, start, last]
+        self.catch_up = None
+
+    def end_catch_up(self, how):
+        if self.catch_up is None:
+            return
+        positions, new, size, start, last = self.catch_up
+        self.catch_up = None
+        self.server.log.event(f"link from {self.link.name}: catch-up of {positions} positions "
+                              f"received ({new} new, {size} bytes, {(last - start) * 1000:.1f} ms; {how})")
 
     def connection_made(self, transport):
         self.transport = transport
@@ -853,8 +918,24 @@ class PeerIn(PeerConn):
     def line_received(self, line):
         """peer_line_received in event_loop/peers.rs."""
         s = self.server
-        s.log.event(f"peer-in {self.label()}#{self.id} < {esc(line)}")
         kind, value = parse_peer_line(line)
+        if self.link is not None and kind == "PING":
+            self.transport.write(b"PONG\n")
+            self.heartbeats += 1
+            self.end_catch_up("ended by the first PING")
+            return
+        if self.catch_up is not None and kind == "AT":
+            client, time_ns, at = value
+            new = s.store.update(client, time_ns, at)
+            c = self.catch_up
+            c[0] += 1
+            c[1] += new
+            c[2] += len(line) + 1
+            c[4] = s.loop.time()
+            if new:
+                s.flood(at, self.link)
+            return
+        s.log.event(f"peer-in {self.label()}#{self.id} < {esc(line)}")
         if kind == "BLANK":
             return
         if self.link is None:
@@ -869,6 +950,8 @@ class PeerIn(PeerConn):
                 return
             self.link = link
             self.hello_timer.cancel()
+            now = s.loop.time()
+            self.catch_up = [0, 0, 0, now, now]
             self.transport.write(b"WELCOME " + s.name_bytes + b"\n")
             s.link_greeted(link, self)
         elif kind == "AT":
@@ -877,8 +960,6 @@ class PeerIn(PeerConn):
             s.log.event(f"update from {self.link.name} {'new' if new else 'known'}: {esc(client)}")
             if new:
                 s.flood(at, self.link)
-        elif kind == "PING":
-            self.transport.write(b"PONG\n")
         else:
             s.log.event(f"peer-in {self.link.name}#{self.id}: invalid line ignored")
 
@@ -894,7 +975,8 @@ class PeerIn(PeerConn):
             return
         self.closed = True
         s = self.server
-        s.log.event(f"peer-in {self.label()}#{self.id} closed: {why}")
+        self.end_catch_up("cut short by the close")
+        s.log.event(f"peer-in {self.label()}#{self.id} closed: {why} ({self.heartbeats} PINGs answered)")
         self.hello_timer.cancel()
         self.transport.close()  # after what is owed (WELCOME, REFUSED, PONG)
         if self.link and self.link.incoming is self:
@@ -991,11 +1073,11 @@ class Server:
         link.set_state(self.log, "Up", "WELCOME received")
         conn = link.conn
         before = conn.backlog()
-        for _, at in self.store.positions.values():
-            conn.queue(at + b"\n")
-            self.log.event(f"peer-out {link.name}#{conn.id} > {esc(at)}")
+        data = b"".join(at + b"\n" for _, at in self.store.positions.values())
+        conn.queue(data)
         conn.allowance = PEER_BACKLOG + conn.backlog() - before
-        self.log.event(f"link {link.name}: catch-up of {len(self.store.positions)} positions sent")
+        # Summarised in one line (docs/spec.md §6) when it has drained.
+        conn.catch_up = (len(self.store.positions), len(data), self.loop.time())
         self.flush_peers()
 
     def link_greeted(self, link, conn):
@@ -1542,6 +1624,7 @@ async def serve(opts):
     stop = loop.create_future()
     for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
         loop.add_signal_handler(signum, lambda n=name: stop.done() or stop.set_result(n))
+    loop.add_signal_handler(signal.SIGHUP, log.reopen)
     for link in server.links:
         server.dial(link)
     loop.call_later(HEARTBEAT, server.heartbeat)

@@ -3,7 +3,7 @@
 //! - An IAMAT's `AT` reply, formatted for any plausible receive time, is an
 //!   update that `parse_update` accepts with the same client and time, and is
 //!   already in the canonical form peers pass on.
-//! - A WHATSAT's radius and bound are within the SPEC's limits.
+//! - A WHATSAT's radius and bound are within docs/spec.md's limits.
 //! - `write_invalid` echoes the line (without its terminator) after `? `.
 
 #![no_main]

@@ -11,7 +11,7 @@
 use libfuzzer_sys::fuzz_target;
 use proxy_herd::places::google_json::to_google_style;
 use proxy_herd::places::http::Api;
-use proxy_herd::places::new_api::{render_reply, Rendered};
+use proxy_herd::places::reply::{render_reply, Rendered};
 use serde_json::Value;
 
 /// Statuses: mostly a success (the interesting path), and the edges around it.

@@ -3,8 +3,8 @@
 //! An update's `at_line` is canonical: parsing it again gives the same
 //! update, so a line flooded on through the herd never changes, and the
 //! state file's quick check agrees with it. Greetings carry valid server
-//! names, a refusal's reason is trimmed, and the catch-up's messages
-//! round-trip through their writers.
+//! names, nonces and proofs are 1 to 128 hex digits, a refusal's reason is
+//! trimmed, and the catch-up's messages round-trip through their writers.
 
 #![no_main]
 
@@ -31,9 +31,13 @@ fuzz_target!(|line: &[u8]| {
                 Some((&update.client[..], update.time_ns))
             );
         }
-        PeerMessage::Hello { name, .. } | PeerMessage::Welcome { name } => {
+        PeerMessage::Hello { name, nonce } => {
             assert!(is_server_name(name));
+            assert!(nonce.is_none_or(is_token));
         }
+        PeerMessage::Welcome { name } => assert!(is_server_name(name)),
+        PeerMessage::Challenge { nonce, proof } => assert!(is_token(nonce) && is_token(proof)),
+        PeerMessage::Proof { proof } => assert!(is_token(proof)),
         PeerMessage::Refused { reason } => {
             assert!(!reason.first().is_some_and(|&b| is_space(b)));
             assert!(!reason.last().is_some_and(|&b| is_space(b)));
@@ -56,11 +60,11 @@ fuzz_target!(|line: &[u8]| {
             peer::write_synced(&mut out, positions);
             assert_eq!(reparsed(&out), PeerMessage::Synced { positions });
         }
-        PeerMessage::Challenge { .. }
-        | PeerMessage::Proof { .. }
-        | PeerMessage::Ping
-        | PeerMessage::Pong
-        | PeerMessage::Blank
-        | PeerMessage::Invalid => {}
+        PeerMessage::Ping | PeerMessage::Pong | PeerMessage::Blank | PeerMessage::Invalid => {}
     }
 });
+
+/// What the parser accepts as a nonce or a proof (herd/auth.rs).
+fn is_token(t: &[u8]) -> bool {
+    (1..=128).contains(&t.len()) && t.iter().all(u8::is_ascii_hexdigit)
+}

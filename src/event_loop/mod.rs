@@ -4,17 +4,28 @@
 //! both ways, HTTPS connections to Places), and one timer queue. [`EventLoop::run`]
 //! turns in fixed phases:
 //!
-//! 1. sleep in `poll` until a socket is ready or the nearest timer is due;
+//! 1. sleep in `poll` until a socket is ready or the nearest timer is due
+//!    (not at all when a connection still has input from the last turn);
 //! 2. handle the ready sockets, peer links before clients, so that an update
 //!    that arrived before a client's question is known when it is answered;
+//!    then the connections that still had input after their last read;
 //! 3. run the timers that are due (`call_later` callbacks);
-//! 4. free the connections closed during the turn, and flush the log.
+//! 4. flush the state file and the log, then free the connections closed
+//!    during the turn (so a close is logged before the other side sees it).
 //!
 //! **Registration model**: every socket is registered once, for both READABLE
 //! and WRITABLE, edge-triggered, and never re-registered. An edge means
-//! "something changed", so every handler reads, writes or accepts until
-//! `WouldBlock`, and tolerates a spurious event (a wake-up that finds nothing).
-//! A writable edge with nothing queued costs one wake-up and nothing else.
+//! "something changed", so every handler tolerates a spurious event (a
+//! wake-up that finds nothing). Writes go until `WouldBlock`; a writable edge
+//! with nothing queued costs one wake-up and nothing else.
+//!
+//! **Fairness**: asyncio gives each ready socket one `recv` per iteration;
+//! so does this loop. A connection gets one read of at most `READ_CHUNK` (64 KiB)
+//! bytes per turn. A read that filled the buffer may have left more in the
+//! kernel, and an edge-triggered poll will not say so again, so the
+//! connection goes on a list served in the next turn, after the others. Each
+//! read's replies and floods are written at once, so a client that pipelines
+//! and reads is never mistaken for one that does not read.
 //!
 //! Tokens: the listeners and the signal pipe have named constant tokens; every
 //! other token is a slab key. Slab keys are reused, so timers and requests that
@@ -22,14 +33,14 @@
 //! the slot has since been given to someone else. Connections closed during a
 //! turn leave the slab only in phase 4, so a key is never reused within a turn.
 //!
-//! The protocols are sans-IO ([`crate::herd::Herd::client_line`] and the peer
-//! handlers return what to do); this module owns every socket. Its files:
-//! this one (the loop, tokens, the slab's bookkeeping, accepting, timers),
-//! `clients.rs` (the client port's protocol), `peers.rs` (peer links both
-//! ways, flooding, the catch-up) and `places.rs` (carrying out what the Places
-//! client asks).
+//! The protocols are sans-IO objects that decide everything
+//! ([`crate::herd::client_protocol`], [`crate::herd::peer_protocol`],
+//! [`crate::places::client`]); this module owns every socket and carries out
+//! what they ask ([`Action`], [`crate::places::PlacesAction`]). Its files: this one (the
+//! loop, the slab, reading, the one close path, carrying out actions,
+//! timers), `peers.rs` (dialing and flooding) and `places.rs` (Places
+//! connections).
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,60 +48,46 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::herd::auth::{Role, Secret};
-use crate::herd::link::{backoff_delay, Jitter, Link, LinkState};
+use crate::conn_ref::ConnRef;
+use crate::herd::actions::{Action, CloseReason, Ctx, HerdEvent};
+use crate::herd::auth::Secret;
+use crate::herd::client_protocol::ClientProtocol;
+use crate::herd::peer_protocol::{PeerInProtocol, PeerOutProtocol, HEARTBEAT};
 use crate::herd::state::StateFile;
-use crate::herd::store::Store;
-use crate::herd::{ClientAction, Herd, PlacesQuery};
-use crate::log::Part::{self, Bytes, Num, Str};
-use crate::log::{Escaped, Log};
-use crate::places::{PlacesAction, PlacesClient, PlacesConn, PlacesEvent, PlacesSettings};
-use crate::protocol::client::{MAX_BACKLOG, MAX_LINE};
-use crate::protocol::peer::{self, PeerMessage};
-use crate::timers::Timers;
-use crate::transport::{Flushed, LineReader, Transport};
+use crate::herd::{Herd, Limits};
+use crate::log::Log;
+use crate::places::resolver::Resolver;
+use crate::places::{PlacesClient, PlacesConn, PlacesEvent, PlacesSettings};
+use crate::timers::{Scheduler, Timers};
+use crate::transport::{Flushed, Transport};
 
-mod clients;
 mod peers;
 mod places;
-
-use clients::ClientConn;
-use peers::PeerConn;
 
 /// The client listener (asyncio's `create_server`).
 pub const CLIENT_LISTENER: Token = Token(usize::MAX - 1);
 /// The peer listener: neighbours dial this port, clients never see it.
 pub const PEER_LISTENER: Token = Token(usize::MAX - 2);
-/// SIGINT and SIGTERM, delivered as a readiness event by `signal-hook-mio`.
+/// SIGINT, SIGTERM, SIGQUIT (stop cleanly), SIGHUP (reopen the log), and
+/// SIGUSR1, SIGUSR2 (logged, nothing else), delivered as a readiness event
+/// by `signal-hook-mio` (docs/reliability.md has the table).
 pub const SIGNALS: Token = Token(usize::MAX - 3);
 /// The Places resolver thread's wake-up (see [`crate::places::resolver`]).
 pub const WAKER: Token = Token(usize::MAX - 4);
 
-/// How much one `read` takes; the buffer is shared by every connection, so
-/// an idle connection owns no read buffer at all.
+/// How much one `read` takes, and so one connection's share of a turn. The
+/// buffer is shared by every connection, so an idle one owns no read buffer.
 const READ_CHUNK: usize = 64 * 1024;
-/// A dial or a greeting that takes longer than this failed.
-const LINK_TIMEOUT: Duration = Duration::from_secs(2);
-/// Links send PING this often...
-const HEARTBEAT: Duration = Duration::from_secs(1);
-/// ...and a link silent this long is dead, even if TCP has not noticed.
-const SILENCE: Duration = Duration::from_secs(5);
-/// A peer whose unsent output exceeds this (beyond its catch-up) is dropped
-/// and re-synced later by the catch-up.
-const PEER_BACKLOG: usize = 8 * 1024 * 1024;
+/// All connections' unfinished lines together may hold this much (Redis's
+/// `maxmemory-clients`, for partial lines): past it, the largest holders are
+/// closed until the total is back under three quarters of it.
+pub const UNFINISHED_BUDGET: usize = 32 * 1024 * 1024;
 /// After EMFILE, accepting is retried this much later rather than spinning.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
-/// A connection's slab key and generation: stale once the slot is reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnRef {
-    pub key: usize,
-    pub gen: u32,
-}
 
 /// What this server needs to run, resolved from the command line and herd file.
 #[derive(Debug)]
@@ -102,8 +99,7 @@ pub struct Settings {
     pub neighbours: Vec<(String, Vec<SocketAddr>)>,
     pub log: Log,
     pub places: PlacesSettings,
-    pub max_clients: Option<usize>,
-    pub idle_timeout: Option<Duration>,
+    pub limits: Limits,
     /// The state file (`--state`), if any.
     pub state_path: Option<std::path::PathBuf>,
     /// The herd secret (`--herd-secret-file`), if any.
@@ -130,22 +126,13 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// What a timer does when it comes due (asyncio's `call_later` callbacks, as data).
+/// What a timer does when it comes due (asyncio's `call_later` callbacks, as
+/// data): the loop's own, and those the herd and the Places client set.
 #[derive(Debug)]
 pub enum TimerEvent {
     /// Accepting paused after EMFILE; try again.
     ResumeAccepting(Token),
-    /// A link's backoff is over: dial.
-    Redial { link: usize },
-    /// A link's dial or greeting took too long.
-    LinkTimeout { link: usize, conn: ConnRef },
-    /// A neighbour's connection never said HELLO.
-    HelloTimeout { conn: ConnRef },
-    /// PING the links; drop the silent ones.
-    Heartbeat,
-    /// A client has been idle; close it if it still is.
-    ClientIdle { conn: ConnRef },
-    /// A Places timer (see [`crate::places`]).
+    Herd(HerdEvent),
     Places(PlacesEvent),
 }
 
@@ -154,27 +141,81 @@ struct Slot {
     gen: u32,
     /// Closed this turn; freed in phase 4. Events for it are ignored.
     closing: bool,
+    /// On the list of connections to read again next turn.
+    more_input: bool,
+    /// An event said the other side has closed its sending half: read on
+    /// until the end of file, which no further edge will announce.
+    read_closed: bool,
+    /// Done, but the socket has not taken everything yet: closes once it has.
+    draining: Option<CloseReason>,
+    /// Bytes of an unfinished line its protocol holds, as last counted.
+    unfinished: usize,
     conn: Conn,
 }
 
-/// The kinds of connection in the slab.
+/// The kinds of connection in the slab: a transport and its protocol.
 enum Conn {
-    Client(ClientConn),
-    /// Our link to a neighbour (we dialed).
-    PeerOut(PeerConn),
+    Client {
+        transport: Transport,
+        proto: ClientProtocol,
+        addr: SocketAddr,
+    },
+    /// Our link to a neighbour (we dialed); `connected` once the connect is done.
+    PeerOut {
+        transport: Transport,
+        proto: PeerOutProtocol,
+        connected: bool,
+    },
     /// A neighbour's link to us (it dialed).
-    PeerIn(PeerConn),
-    /// An HTTPS connection to Places.
-    Places(Box<crate::places::PlacesConn>),
+    PeerIn {
+        transport: Transport,
+        proto: PeerInProtocol,
+    },
+    /// An HTTPS connection to Places (its TLS transport is inside).
+    Places(Box<PlacesConn>),
 }
 
-/// What handling a batch of lines asks the loop to do next.
-#[derive(Default)]
-struct Effects {
-    /// AT lines to flood, and the link each came from.
-    floods: Vec<(Vec<u8>, Option<usize>)>,
-    /// Places requests to start: (client, its log number, request id, query).
-    places: Vec<(ConnRef, u64, u64, PlacesQuery)>,
+impl Conn {
+    fn transport(&mut self) -> Option<&mut Transport> {
+        match self {
+            Conn::Client { transport, .. }
+            | Conn::PeerOut { transport, .. }
+            | Conn::PeerIn { transport, .. } => Some(transport),
+            Conn::Places(_) => None,
+        }
+    }
+
+    fn is_peer(&self) -> bool {
+        matches!(self, Conn::PeerOut { .. } | Conn::PeerIn { .. })
+    }
+
+    /// Bytes of an unfinished line held for the next read.
+    fn unfinished(&self) -> usize {
+        match self {
+            Conn::Client { proto, .. } => proto.unfinished(),
+            Conn::PeerIn { proto, .. } => proto.unfinished(),
+            Conn::PeerOut { .. } | Conn::Places(_) => 0,
+        }
+    }
+}
+
+/// What one read gave.
+enum Input {
+    Data(usize),
+    Eof,
+    /// Nothing now (`WouldBlock`): wait for the next edge.
+    Nothing,
+    Failed(io::Error),
+}
+
+/// The one read helper: a single `read`, retried on EINTR.
+fn read_once(transport: &mut Transport, buf: &mut [u8]) -> Input {
+    match transport.read(buf) {
+        Ok(0) => Input::Eof,
+        Ok(n) => Input::Data(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Input::Nothing,
+        Err(e) => Input::Failed(e),
+    }
 }
 
 /// The event loop and everything it owns.
@@ -190,17 +231,18 @@ pub struct EventLoop {
     /// Listeners paused after EMFILE.
     accept_paused: Vec<Token>,
     read_buf: Box<[u8]>,
-    effects: Effects,
+    /// What the protocols asked for and the loop has yet to carry out.
+    actions: Vec<Action>,
+    /// Connections whose last read filled the buffer: read again next turn.
+    more_input: Vec<ConnRef>,
+    /// Bytes of unfinished lines held by all connections together.
+    unfinished: usize,
     /// Peers written to while handling an event: flushed before the client.
     dirty_peers: Vec<usize>,
     to_reap: Vec<usize>,
     next_gen: u32,
     next_id: u64,
-    next_request: u64,
     clients: usize,
-    max_clients: Option<usize>,
-    idle_timeout: Option<Duration>,
-    jitter: Jitter,
     stop: Option<&'static str>,
 }
 
@@ -224,39 +266,36 @@ impl EventLoop {
     pub fn new(settings: Settings) -> Result<EventLoop, StartError> {
         let io_err = |what: &str, e: io::Error| StartError::Io(format!("{what}: {e}"));
         let poll = Poll::new().map_err(|e| io_err("cannot create the poll", e))?;
+        // Signals first: a SIGINT that comes as soon as the port answers
+        // must find its handler in place, not kill the process unlogged.
+        // Signals a user may send by habit must never kill the server
+        // silently and lose the turn's log: each one here is handled.
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
+            .map_err(|e| io_err("cannot catch signals", e))?;
         let mut client_listener = bind(settings.client_addr)?;
         let mut peer_listener = bind(settings.peer_addr)?;
-        let mut signals =
-            Signals::new([SIGINT, SIGTERM]).map_err(|e| io_err("cannot catch signals", e))?;
         let registry = poll.registry();
         registry
             .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)
             .and_then(|()| registry.register(&mut peer_listener, PEER_LISTENER, Interest::READABLE))
             .and_then(|()| registry.register(&mut signals, SIGNALS, Interest::READABLE))
             .map_err(|e| io_err("cannot register", e))?;
+        let resolver = Resolver::new(
+            &settings.places.endpoint.host,
+            settings.places.endpoint.port,
+            registry,
+            WAKER,
+        )
+        .map_err(|e| io_err("cannot start the resolver", e))?;
         let places =
-            PlacesClient::new(settings.places, registry, WAKER).map_err(StartError::Config)?;
-        let links = settings
-            .neighbours
-            .into_iter()
-            .map(|(name, addrs)| Link {
-                name,
-                addrs,
-                state: LinkState::Backoff {
-                    timer: crate::timers::TimerId::NONE,
-                },
-                failures: 0,
-                incoming: None,
-            })
-            .collect();
-        let mut herd = Herd {
-            name: settings.name,
-            store: Store::default(),
-            links,
-            log: settings.log,
-            state: None,
-            secret: settings.secret,
-        };
+            PlacesClient::new(settings.places, Box::new(resolver)).map_err(StartError::Config)?;
+        let mut herd = Herd::new(
+            settings.name,
+            settings.neighbours,
+            settings.log,
+            settings.limits,
+        );
+        herd.secret = settings.secret;
         if let Some(path) = &settings.state_path {
             let (state, loaded) = StateFile::open(path).map_err(|e| {
                 StartError::Io(format!(
@@ -295,16 +334,14 @@ impl EventLoop {
             signals,
             accept_paused: Vec::new(),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
-            effects: Effects::default(),
+            actions: Vec::new(),
+            more_input: Vec::new(),
+            unfinished: 0,
             dirty_peers: Vec::new(),
             to_reap: Vec::new(),
             next_gen: 0,
             next_id: 0,
-            next_request: 0,
             clients: 0,
-            max_clients: settings.max_clients,
-            idle_timeout: settings.idle_timeout,
-            jitter: Jitter::new(),
             stop: None,
         })
     }
@@ -322,22 +359,37 @@ impl EventLoop {
         for link in 0..self.herd.links.len() {
             self.dial(link);
         }
-        self.timers
-            .call_later(Instant::now(), HEARTBEAT, TimerEvent::Heartbeat);
+        self.timers.call_later(
+            Instant::now(),
+            HEARTBEAT,
+            TimerEvent::Herd(HerdEvent::Heartbeat),
+        );
         while self.stop.is_none() {
-            // Phase 1: sleep until something is ready or a timer is due.
-            let timeout = self.timers.time_until_next(Instant::now());
+            // Phase 1: sleep until something is ready or a timer is due; not
+            // at all if a connection still has input from the last turn.
+            let timeout = if self.more_input.is_empty() {
+                self.timers.time_until_next(Instant::now())
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
-            // Phase 2: ready sockets, peers first.
+            // Phase 2: ready sockets, peers first; then the connections that
+            // had more input than one read took last turn.
+            let carried = std::mem::take(&mut self.more_input);
             for peers_first in [true, false] {
                 for event in events.iter() {
-                    if self.is_peer(event.token()) == peers_first {
+                    if self.is_peer(event.token().0) == peers_first {
                         self.dispatch(event);
+                    }
+                }
+                for conn in &carried {
+                    if self.is_peer(conn.key) == peers_first {
+                        self.read_carried(*conn);
                     }
                 }
             }
@@ -346,20 +398,18 @@ impl EventLoop {
             while let Some(event) = self.timers.pop_expired(now) {
                 self.on_timer(event, now);
             }
-            // Phase 4: free what closed, write the state and the log.
-            self.reap();
+            // Phase 4: write the state and the log, then free what closed
+            // (its FIN goes out after the log line that says why).
             self.herd.flush_state();
             self.herd.log.flush();
+            self.reap();
         }
         self.shut_down();
         Ok(())
     }
 
-    fn is_peer(&self, token: Token) -> bool {
-        matches!(
-            self.conns.get(token.0).map(|s| &s.conn),
-            Some(Conn::PeerIn(_) | Conn::PeerOut(_))
-        )
+    fn is_peer(&self, key: usize) -> bool {
+        self.conns.get(key).is_some_and(|s| s.conn.is_peer())
     }
 
     fn dispatch(&mut self, event: &Event) {
@@ -374,36 +424,285 @@ impl EventLoop {
             Token(key) => {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
-                match self.conns.get(key) {
-                    Some(Slot { closing: true, .. }) | None => {}
-                    Some(Slot {
-                        conn: Conn::Client(_),
-                        ..
-                    }) => self.client_ready(key, readable, writable),
-                    Some(Slot {
-                        conn: Conn::PeerOut(_),
-                        ..
-                    }) => self.peer_out_ready(key, readable, writable),
-                    Some(Slot {
-                        conn: Conn::PeerIn(_),
-                        ..
-                    }) => self.peer_in_ready(key, readable),
-                    Some(Slot {
-                        conn: Conn::Places(_),
-                        ..
-                    }) => self.places_ready(key, readable),
+                if event.is_read_closed() || event.is_error() {
+                    if let Some(slot) = self.conns.get_mut(key) {
+                        slot.read_closed = true;
+                    }
+                }
+                self.conn_ready(key, readable, writable);
+            }
+        }
+    }
+
+    /// A readiness event on a connection: finish a connect, read one chunk,
+    /// write what is queued.
+    fn conn_ready(&mut self, key: usize, readable: bool, writable: bool) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        if slot.closing {
+            return;
+        }
+        let conn = ConnRef { key, gen: slot.gen };
+        let connecting = matches!(
+            slot.conn,
+            Conn::PeerOut {
+                connected: false,
+                ..
+            }
+        );
+        if matches!(slot.conn, Conn::Places(_)) {
+            return self.places_ready(conn, readable);
+        }
+        if connecting && !self.connect_done(conn) {
+            return;
+        }
+        if readable && slot_open(&self.conns, conn) {
+            self.read_ready(conn);
+        }
+        if writable || readable {
+            self.flush(conn);
+        }
+    }
+
+    /// A connection on last turn's list: one more read, if it is still ours.
+    fn read_carried(&mut self, conn: ConnRef) {
+        if let Some(slot) = self.conns.get_mut(conn.key) {
+            if slot.gen == conn.gen {
+                slot.more_input = false;
+                if !slot.closing {
+                    self.read_ready(conn);
+                    self.flush(conn);
                 }
             }
         }
     }
 
+    /// One read on a connection, handed to its protocol; then the floods, the
+    /// state file, the log and the replies go out, in that order: a client
+    /// that gets its AT line and asks a neighbour finds the update there, a
+    /// kill cannot lose what it saw acknowledged, and what it saw is logged.
+    fn read_ready(&mut self, conn: ConnRef) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let input = match self
+            .conns
+            .get_mut(conn.key)
+            .and_then(|s| s.conn.transport())
+        {
+            Some(transport) => read_once(transport, &mut buf),
+            None => Input::Nothing,
+        };
+        match input {
+            Input::Data(n) => {
+                if let Some(slot) = self.conns.get_mut(conn.key) {
+                    if (n == buf.len() || slot.read_closed) && !slot.more_input {
+                        slot.more_input = true;
+                        self.more_input.push(conn);
+                    }
+                }
+                let data = &buf[..n];
+                self.with_conn(conn, |c, ctx| match c {
+                    Conn::Client {
+                        transport, proto, ..
+                    } => proto.data_received(ctx, data, transport),
+                    Conn::PeerOut {
+                        transport, proto, ..
+                    } => proto.data_received(ctx, data, transport),
+                    Conn::PeerIn { transport, proto } => proto.data_received(ctx, data, transport),
+                    Conn::Places(_) => {}
+                });
+            }
+            Input::Eof => {
+                self.with_conn(conn, |c, ctx| match c {
+                    Conn::Client {
+                        transport, proto, ..
+                    } => proto.eof_received(ctx, transport),
+                    Conn::PeerOut { proto, .. } => proto.eof_received(ctx),
+                    Conn::PeerIn { transport, proto } => proto.eof_received(ctx, transport),
+                    Conn::Places(_) => {}
+                });
+            }
+            Input::Nothing => {}
+            Input::Failed(e) => self.close(conn, CloseReason::Io(format!("read error: {e}"))),
+        }
+        self.read_buf = buf;
+        self.count_unfinished(conn);
+        self.apply();
+        self.flush_dirty_peers();
+        self.herd.flush_state();
+        // What a client is about to see is in the log first (one write per
+        // read with logging on, skipped when nothing was logged).
+        self.herd.log.flush();
+    }
+
+    /// Keeps the total of unfinished lines up to date after a read; past the
+    /// budget, the largest holders are closed. The scan over all connections
+    /// happens only then, and each one frees at least a quarter of the budget.
+    fn count_unfinished(&mut self, conn: ConnRef) {
+        let Some(slot) = self.conns.get_mut(conn.key).filter(|s| s.gen == conn.gen) else {
+            return;
+        };
+        let now = if slot.closing {
+            0
+        } else {
+            slot.conn.unfinished()
+        };
+        self.unfinished = self.unfinished - slot.unfinished + now;
+        slot.unfinished = now;
+        if self.unfinished <= UNFINISHED_BUDGET {
+            return;
+        }
+        let mut holders: Vec<(usize, ConnRef)> = self
+            .conns
+            .iter()
+            .filter(|(_, s)| !s.closing && s.unfinished > 0)
+            .map(|(key, s)| (s.unfinished, ConnRef { key, gen: s.gen }))
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, holder) in holders {
+            if self.unfinished <= UNFINISHED_BUDGET / 4 * 3 {
+                break;
+            }
+            self.close(holder, CloseReason::InputBudget);
+        }
+        self.apply();
+    }
+
+    /// Runs `f` on a live connection with the context its protocol needs.
+    fn with_conn<R>(
+        &mut self,
+        conn: ConnRef,
+        f: impl FnOnce(&mut Conn, &mut Ctx) -> R,
+    ) -> Option<R> {
+        match self.conns.get(conn.key) {
+            Some(s) if s.gen == conn.gen && !s.closing => {}
+            _ => return None,
+        }
+        self.with_slot(conn, f)
+    }
+
+    /// [`with_conn`](Self::with_conn) for a connection being closed too.
+    fn with_slot<R>(
+        &mut self,
+        conn: ConnRef,
+        f: impl FnOnce(&mut Conn, &mut Ctx) -> R,
+    ) -> Option<R> {
+        let EventLoop {
+            conns,
+            herd,
+            timers,
+            actions,
+            ..
+        } = self;
+        let slot = conns.get_mut(conn.key).filter(|s| s.gen == conn.gen)?;
+        let now = Instant::now();
+        let mut scheduler = Scheduler {
+            timers,
+            now,
+            wrap: TimerEvent::Herd,
+        };
+        let mut ctx = Ctx {
+            herd,
+            timers: &mut scheduler,
+            now,
+            now_ns: now_ns(),
+            me: conn,
+            actions,
+        };
+        Some(f(&mut slot.conn, &mut ctx))
+    }
+
+    /// Carries out what the protocols asked for, until nothing is left (an
+    /// action may lead to more: a close tells a link to back off and dial).
+    fn apply(&mut self) {
+        while !self.actions.is_empty() {
+            for action in std::mem::take(&mut self.actions) {
+                match action {
+                    Action::Flood { at, from } => self.flood(&at, from),
+                    Action::FetchPlaces {
+                        client,
+                        client_id,
+                        request,
+                        query,
+                    } => {
+                        let now = Instant::now();
+                        let mut scheduler = Scheduler {
+                            timers: &mut self.timers,
+                            now,
+                            wrap: TimerEvent::Places,
+                        };
+                        let actions = self.places.request(
+                            client,
+                            client_id,
+                            request,
+                            query,
+                            now,
+                            &mut self.herd.log,
+                            &mut scheduler,
+                        );
+                        self.apply_places(actions);
+                    }
+                    Action::Dial { link } => self.dial(link),
+                    Action::Close { conn, reason } => self.close(conn, reason),
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued on a connection. A client that is done closes
+    /// once the socket has taken everything.
+    fn flush(&mut self, conn: ConnRef) {
+        let Some(slot) = self.conns.get_mut(conn.key) else {
+            return;
+        };
+        if slot.gen != conn.gen || slot.closing {
+            return;
+        }
+        let Some(transport) = slot.conn.transport() else {
+            return;
+        };
+        match transport.flush() {
+            Err(e) => self.close(conn, CloseReason::Io(format!("write error: {e}"))),
+            Ok(Flushed::All) => {
+                if let Conn::PeerOut { proto, .. } = &mut slot.conn {
+                    proto.drained();
+                }
+                if let Some(reason) = slot.draining.take() {
+                    self.close(conn, reason);
+                }
+            }
+            Ok(Flushed::Pending) => {}
+        }
+    }
+
     fn signal_received(&mut self) {
         for signal in self.signals.pending() {
-            self.stop = Some(if signal == SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            });
+            match signal {
+                // Log rotation (docs/logging.md): the last lines go to the
+                // old file, then the first line of the new one says why.
+                SIGHUP => match self.herd.log.reopen() {
+                    Ok(()) => self.herd.log.event(format_args!("log reopened on SIGHUP")),
+                    Err(e) => {
+                        eprintln!("proxy-herd: SIGHUP: cannot reopen the log: {e}");
+                        self.herd
+                            .log
+                            .event(format_args!("SIGHUP: cannot reopen the log: {e}"));
+                    }
+                },
+                SIGUSR1 | SIGUSR2 => {
+                    let name = if signal == SIGUSR1 {
+                        "SIGUSR1"
+                    } else {
+                        "SIGUSR2"
+                    };
+                    self.herd.log.event(format_args!(
+                        "{name} received: ignored (SIGHUP reopens the log)"
+                    ));
+                }
+                SIGINT => self.stop = Some("SIGINT"),
+                SIGQUIT => self.stop = Some("SIGQUIT"),
+                _ => self.stop = Some("SIGTERM"),
+            }
         }
     }
 
@@ -414,14 +713,8 @@ impl EventLoop {
         let _ = registry.deregister(&mut self.client_listener);
         let _ = registry.deregister(&mut self.peer_listener);
         for (_, slot) in self.conns.iter_mut() {
-            match &mut slot.conn {
-                Conn::Client(c) => {
-                    let _ = c.replies.transport.flush();
-                }
-                Conn::PeerOut(p) | Conn::PeerIn(p) => {
-                    let _ = p.transport.flush();
-                }
-                Conn::Places(_) => {}
+            if let Some(transport) = slot.conn.transport() {
+                let _ = transport.flush();
             }
         }
         self.herd.flush_state();
@@ -434,11 +727,13 @@ impl EventLoop {
     // ----- connections: insert, close, reap ---------------------------------
 
     /// Puts a new connection in the slab and registers it (once, for both
-    /// directions: see the registration model above).
+    /// directions: see the registration model above). `make` builds the
+    /// connection from its transport and log number, with the context its
+    /// protocol's `connection_made` needs.
     fn insert(
         &mut self,
         mut stream: TcpStream,
-        make: impl FnOnce(Transport, u64) -> Conn,
+        make: impl FnOnce(Transport, u64, &mut Ctx) -> Conn,
     ) -> Option<ConnRef> {
         // We batch our own writes; Nagle would only hold replies and floods
         // back behind a delayed ACK (~40 ms on loopback).
@@ -447,112 +742,156 @@ impl EventLoop {
                 .log
                 .event(format_args!("cannot set TCP_NODELAY: {e}"));
         }
-        let entry = self.conns.vacant_entry();
+        let EventLoop {
+            conns,
+            herd,
+            timers,
+            actions,
+            poll,
+            ..
+        } = self;
+        let entry = conns.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self.poll.registry().register(
+        if let Err(e) = poll.registry().register(
             &mut stream,
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            self.herd
-                .log
+            herd.log
                 .event(format_args!("cannot register a connection: {e}"));
             return None;
         }
         self.next_gen = self.next_gen.wrapping_add(1);
         self.next_id += 1;
-        let gen = self.next_gen;
+        let me = ConnRef {
+            key,
+            gen: self.next_gen,
+        };
+        let now = Instant::now();
+        let mut scheduler = Scheduler {
+            timers,
+            now,
+            wrap: TimerEvent::Herd,
+        };
+        let mut ctx = Ctx {
+            herd,
+            timers: &mut scheduler,
+            now,
+            now_ns: now_ns(),
+            me,
+            actions,
+        };
+        let conn = make(Transport::new(stream), self.next_id, &mut ctx);
         entry.insert(Slot {
-            gen,
+            gen: me.gen,
             closing: false,
-            conn: make(Transport::new(stream), self.next_id),
+            more_input: false,
+            read_closed: false,
+            draining: None,
+            unfinished: 0,
+            conn,
         });
-        Some(ConnRef { key, gen })
+        Some(me)
     }
 
-    fn is_live(&self, conn: ConnRef) -> bool {
-        matches!(self.conns.get(conn.key), Some(s) if s.gen == conn.gen && !s.closing)
-    }
-
-    /// asyncio's `transport.close()` / `connection_lost`: the connection stops
-    /// here; its slot is freed in phase 4. What it was part of (a link, a Places
-    /// request) is told now.
-    fn close(&mut self, key: usize, why: &str) {
-        let Some(slot) = self.conns.get_mut(key) else {
+    /// The one close path (asyncio's `transport.close()` then the protocol's
+    /// `connection_lost`): logs why, and tells the protocol and whatever the
+    /// connection was part of (a link, a Places request). Nothing more is
+    /// read from it; in phase 4 its transport gets a last flush and FIN, and
+    /// the slot is freed. A client that is done but whose socket has not
+    /// taken everything yet is closed once it has.
+    fn close(&mut self, conn: ConnRef, reason: CloseReason) {
+        let Some(slot) = self.conns.get_mut(conn.key) else {
             return;
         };
-        if slot.closing {
+        if slot.gen != conn.gen || slot.closing {
             return;
         }
+        if let Conn::Client { transport, .. } = &mut slot.conn {
+            if reason == CloseReason::DoneAfterEof
+                && !matches!(transport.flush(), Ok(Flushed::All) | Err(_))
+            {
+                slot.draining = Some(reason);
+                return;
+            }
+        }
         slot.closing = true;
-        self.to_reap.push(key);
-        let conn = ConnRef { key, gen: slot.gen };
-        match &slot.conn {
-            Conn::Client(c) => {
+        self.to_reap.push(conn.key);
+        self.unfinished -= std::mem::take(&mut slot.unfinished);
+        let herd = &mut self.herd;
+        match &mut slot.conn {
+            Conn::Client { proto, addr, .. } => {
                 self.clients -= 1;
-                self.herd
-                    .log
-                    .event(format_args!("client#{} {} closed: {why}", c.id, c.addr));
-                self.places.client_gone(conn, &mut self.timers);
+                herd.log
+                    .event(format_args!("client#{} {addr} closed: {reason}", proto.id));
             }
-            Conn::PeerOut(p) => {
-                let (id, link) = (p.id, p.link);
-                if let Some(link) = link {
-                    self.herd.log.event(format_args!(
-                        "peer-out {}#{id} closed: {why}",
-                        self.herd.links[link].name
-                    ));
-                    if self.herd.links[link].state.conn() == Some(conn) {
-                        self.back_off(link, why);
-                    }
-                }
+            Conn::PeerOut { proto, .. } => {
+                herd.log.event(format_args!(
+                    "peer-out {}#{} closed: {reason}",
+                    herd.links[proto.link].name, proto.id
+                ));
             }
-            Conn::PeerIn(p) => {
-                let name = p.link.map_or("?", |l| self.herd.links[l].name.as_str());
-                self.herd
-                    .log
-                    .event(format_args!("peer-in {name}#{} closed: {why}", p.id));
-                if let Some(link) = p.link {
-                    if self.herd.links[link].incoming == Some(conn) {
-                        self.herd.links[link].incoming = None;
-                        self.herd.log.event(format_args!(
-                            "link from {}: down ({why})",
-                            self.herd.links[link].name
-                        ));
-                    }
-                }
+            Conn::PeerIn { proto, .. } => {
+                let name = proto.link.map_or("?", |l| herd.links[l].name.as_str());
+                herd.log
+                    .event(format_args!("peer-in {name}#{} closed: {reason}", proto.id));
             }
             Conn::Places(p) => {
-                self.herd
-                    .log
-                    .event(format_args!("places conn#{} closed: {why}", p.id));
-                let actions =
-                    self.places
-                        .conn_closed(conn, why, Instant::now(), &mut self.herd.log);
+                herd.log
+                    .event(format_args!("places conn#{} closed: {reason}", p.id));
+            }
+        }
+        let is_client = self.with_slot(conn, |c, ctx| match c {
+            Conn::Client { proto, .. } => {
+                proto.connection_lost(ctx, &reason);
+                true
+            }
+            Conn::PeerOut { proto, .. } => {
+                proto.connection_lost(ctx, &reason);
+                false
+            }
+            Conn::PeerIn { proto, .. } => {
+                proto.connection_lost(ctx, &reason);
+                false
+            }
+            Conn::Places(_) => false,
+        });
+        let now = Instant::now();
+        let mut scheduler = Scheduler {
+            timers: &mut self.timers,
+            now,
+            wrap: TimerEvent::Places,
+        };
+        match is_client {
+            Some(true) => self.places.client_gone(conn, &mut scheduler),
+            Some(false) if matches!(self.conns[conn.key].conn, Conn::Places(_)) => {
+                let why = reason.to_string();
+                let actions = self.places.conn_closed(conn, &why, now, &mut self.herd.log);
                 self.apply_places(actions);
             }
+            _ => {}
         }
     }
 
-    /// Phase 4: deregister and drop what closed this turn.
+    /// Phase 4: a last flush and FIN (asyncio's `transport.close()`), then
+    /// deregister and drop what closed this turn.
     fn reap(&mut self) {
         for key in std::mem::take(&mut self.to_reap) {
             if let Some(mut slot) = self.conns.try_remove(key) {
-                match &mut slot.conn {
-                    Conn::Client(c) => {
-                        let _ = self
-                            .poll
-                            .registry()
-                            .deregister(c.replies.transport.stream_mut());
-                    }
-                    Conn::PeerOut(p) | Conn::PeerIn(p) => {
-                        let _ = self.poll.registry().deregister(p.transport.stream_mut());
-                    }
+                let registry = self.poll.registry();
+                let _ = match &mut slot.conn {
                     Conn::Places(p) => {
                         p.close();
-                        let _ = self.poll.registry().deregister(p.stream_mut());
+                        registry.deregister(p.stream_mut())
                     }
-                }
+                    other => match other.transport() {
+                        Some(t) => {
+                            t.close();
+                            registry.deregister(t.stream_mut())
+                        }
+                        None => Ok(()),
+                    },
+                };
             }
         }
     }
@@ -574,7 +913,10 @@ impl EventLoop {
                     if token == CLIENT_LISTENER {
                         self.client_made(stream, addr);
                     } else {
-                        self.peer_in_made(stream, addr);
+                        self.insert(stream, |transport, id, ctx| Conn::PeerIn {
+                            transport,
+                            proto: PeerInProtocol::connection_made(id, &addr, ctx),
+                        });
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -599,42 +941,35 @@ impl EventLoop {
         }
     }
 
-    // ----- clients (asyncio's Protocol for the client port) -----------------
-
-    fn conn_id(&self, key: usize) -> u64 {
-        match self.conns.get(key).map(|s| &s.conn) {
-            Some(Conn::Client(c)) => c.id,
-            Some(Conn::PeerIn(p) | Conn::PeerOut(p)) => p.id,
-            _ => 0,
+    /// A client connected: refuse it politely over `--max-clients`, or give
+    /// it a slot and a protocol.
+    fn client_made(&mut self, stream: TcpStream, addr: SocketAddr) {
+        if self
+            .herd
+            .limits
+            .max_clients
+            .is_some_and(|max| self.clients >= max)
+        {
+            // One line, then close: the socket is new, so it takes the line.
+            use std::io::Write;
+            let mut stream = stream;
+            let _ = stream.write(b"? server busy: too many clients\n");
+            self.herd
+                .log
+                .event(format_args!("client {addr} refused: too many clients"));
+            return;
+        }
+        if self
+            .insert(stream, |transport, id, ctx| Conn::Client {
+                transport,
+                proto: ClientProtocol::connection_made(id, &addr, ctx),
+                addr,
+            })
+            .is_some()
+        {
+            self.clients += 1;
         }
     }
-
-    // ----- flooding ----------------------------------------------------------
-
-    fn apply_effects(&mut self) {
-        let mut effects = std::mem::take(&mut self.effects);
-        for (at, from) in effects.floods.drain(..) {
-            self.flood(&at, from);
-        }
-        for (client, client_id, id, query) in effects.places.drain(..) {
-            let actions = self.places.request(
-                client,
-                client_id,
-                id,
-                query,
-                Instant::now(),
-                &mut self.herd.log,
-                &mut self.timers,
-            );
-            self.apply_places(actions);
-        }
-        // Hand the (empty, allocated) buffers back for the next event.
-        self.effects = effects;
-    }
-
-    // ----- peer links: our side (we dial) -------------------------------------
-
-    // ----- peer links: their side (they dial us) -----------------------------
 
     // ----- timers (the call_later callbacks) ---------------------------------
 
@@ -644,41 +979,74 @@ impl EventLoop {
                 self.accept_paused.retain(|t| *t != token);
                 self.accept(token);
             }
-            TimerEvent::Redial { link } => {
-                if matches!(self.herd.links[link].state, LinkState::Backoff { .. }) {
-                    self.dial(link);
-                }
-            }
-            TimerEvent::LinkTimeout { link, conn } => {
-                if self.herd.links[link].state.conn() == Some(conn) {
-                    self.back_off(link, "timed out");
-                }
-            }
-            TimerEvent::HelloTimeout { conn } => {
-                if self.is_live(conn) {
-                    if let Some(Conn::PeerIn(PeerConn { link: None, .. })) =
-                        self.conns.get(conn.key).map(|s| &s.conn)
-                    {
-                        self.close(conn.key, "no HELLO in time");
-                    }
-                }
-            }
-            TimerEvent::Heartbeat => {
-                self.heartbeat(now);
-                self.herd.compact_state();
-                self.timers
-                    .call_later(now, HEARTBEAT, TimerEvent::Heartbeat);
-            }
-            TimerEvent::ClientIdle { conn } => self.client_idle(conn, now),
+            TimerEvent::Herd(event) => self.herd_timer(event, now),
             TimerEvent::Places(event) => {
                 let actions = self.places.on_timer(event, now, &mut self.herd.log);
                 self.apply_places(actions);
             }
         }
+        self.apply();
         self.flush_dirty_peers();
     }
 
-    // ----- Places --------------------------------------------------------------
+    fn herd_timer(&mut self, event: HerdEvent, now: Instant) {
+        match event {
+            HerdEvent::Redial { link } => {
+                if self.herd.links[link].state.conn().is_none() {
+                    self.dial(link);
+                }
+            }
+            HerdEvent::LinkTimeout { link, conn } => {
+                if self.herd.links[link].state.conn() == Some(conn) {
+                    self.close(conn, CloseReason::LinkFailed("timed out".to_string()));
+                }
+            }
+            HerdEvent::HelloTimeout { conn } => {
+                self.with_conn(conn, |c, ctx| {
+                    if let Conn::PeerIn { proto, .. } = c {
+                        proto.hello_timer(ctx);
+                    }
+                });
+            }
+            HerdEvent::ClientIdle { conn } => {
+                self.with_conn(conn, |c, ctx| {
+                    if let Conn::Client { proto, .. } = c {
+                        proto.idle_timer(ctx);
+                    }
+                });
+            }
+            HerdEvent::Heartbeat => {
+                self.heartbeat();
+                self.herd.compact_state();
+                self.timers
+                    .call_later(now, HEARTBEAT, TimerEvent::Herd(HerdEvent::Heartbeat));
+            }
+        }
+    }
+
+    /// Every link's connections, both ways, hear the heartbeat.
+    fn heartbeat(&mut self) {
+        for link in 0..self.herd.links.len() {
+            let l = &self.herd.links[link];
+            for conn in [l.up_conn(), l.incoming].into_iter().flatten() {
+                self.with_conn(conn, |c, ctx| match c {
+                    Conn::PeerOut {
+                        transport, proto, ..
+                    } => proto.heartbeat(ctx, transport),
+                    Conn::PeerIn { proto, .. } => proto.heartbeat(ctx),
+                    _ => {}
+                });
+                self.dirty_peers.push(conn.key);
+            }
+        }
+    }
+}
+
+/// True when `conn` still names a slot that is open.
+fn slot_open(conns: &Slab<Slot>, conn: ConnRef) -> bool {
+    conns
+        .get(conn.key)
+        .is_some_and(|s| s.gen == conn.gen && !s.closing)
 }
 
 /// EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or system is out of something

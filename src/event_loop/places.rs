@@ -2,28 +2,32 @@
 //! goes to [`crate::places::PlacesConn::ready`], and the actions the
 //! [`crate::places::PlacesClient`] returns are carried out here.
 
-use super::*;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::{Conn, EventLoop, TimerEvent};
+use crate::conn_ref::ConnRef;
+use crate::herd::actions::CloseReason;
+use crate::places::{PlacesAction, PlacesConn};
+use crate::timers::Scheduler;
 
 impl EventLoop {
-    pub(super) fn places_ready(&mut self, key: usize, readable: bool) {
-        let Some(Slot {
-            conn: Conn::Places(p),
-            gen,
-            ..
-        }) = self.conns.get_mut(key)
-        else {
+    pub(super) fn places_ready(&mut self, conn: ConnRef, readable: bool) {
+        let Some(Conn::Places(p)) = self.conns.get_mut(conn.key).map(|s| &mut s.conn) else {
             return;
         };
-        let conn = ConnRef { key, gen: *gen };
-        let event = p.ready(readable);
-        let actions = self.places.conn_event(
-            conn,
-            p.id,
-            event,
-            Instant::now(),
-            &mut self.herd.log,
-            &mut self.timers,
-        );
+        let event = p.ready(readable, &mut self.herd.log);
+        let now = Instant::now();
+        let mut scheduler = Scheduler {
+            timers: &mut self.timers,
+            now,
+            wrap: TimerEvent::Places,
+        };
+        let actions =
+            self.places
+                .conn_event(conn, p.id, event, now, &mut self.herd.log, &mut scheduler);
         self.apply_places(actions);
     }
 
@@ -38,7 +42,7 @@ impl EventLoop {
                     let opened = match TcpStream::connect(addr) {
                         Ok(stream) => {
                             let mut conn_id = 0;
-                            self.insert(stream, |transport, id| {
+                            self.insert(stream, |transport, id, _| {
                                 conn_id = id;
                                 Conn::Places(Box::new(PlacesConn::new(
                                     id,
@@ -52,8 +56,13 @@ impl EventLoop {
                         }
                         Err(e) => Err(e.to_string()),
                     };
+                    let mut scheduler = Scheduler {
+                        timers: &mut self.timers,
+                        now,
+                        wrap: TimerEvent::Places,
+                    };
                     self.places
-                        .opened(request, opened, now, &mut self.herd.log, &mut self.timers)
+                        .opened(request, opened, now, &mut self.herd.log, &mut scheduler)
                 }
                 PlacesAction::Send {
                     conn,
@@ -61,28 +70,30 @@ impl EventLoop {
                     bytes,
                     reused,
                 } => match self.conns.get_mut(conn.key) {
-                    Some(Slot {
-                        conn: Conn::Places(p),
-                        gen,
-                        closing: false,
-                    }) if *gen == conn.gen => {
-                        p.send(request, &bytes, reused);
-                        let event = p.ready(false);
-                        self.places.conn_event(
-                            conn,
-                            p.id,
-                            event,
-                            now,
-                            &mut self.herd.log,
-                            &mut self.timers,
-                        )
-                    }
+                    Some(slot) if slot.gen == conn.gen && !slot.closing => match &mut slot.conn {
+                        Conn::Places(p) => {
+                            p.send(request, &bytes, reused, &mut self.herd.log);
+                            let event = p.ready(false, &mut self.herd.log);
+                            let mut scheduler = Scheduler {
+                                timers: &mut self.timers,
+                                now,
+                                wrap: TimerEvent::Places,
+                            };
+                            self.places.conn_event(
+                                conn,
+                                p.id,
+                                event,
+                                now,
+                                &mut self.herd.log,
+                                &mut scheduler,
+                            )
+                        }
+                        _ => Vec::new(),
+                    },
                     _ => Vec::new(),
                 },
                 PlacesAction::Close { conn, why } => {
-                    if self.is_live(conn) {
-                        self.close(conn.key, &why);
-                    }
+                    self.close(conn, CloseReason::Io(why));
                     Vec::new()
                 }
                 PlacesAction::Answer {
@@ -90,7 +101,17 @@ impl EventLoop {
                     request,
                     bytes,
                 } => {
-                    self.deliver_answer(client, request, bytes);
+                    self.with_conn(client, |c, ctx| {
+                        if let Conn::Client {
+                            transport, proto, ..
+                        } = c
+                        {
+                            proto.answer_received(ctx, request, bytes, transport);
+                        }
+                    });
+                    self.apply();
+                    self.herd.log.flush();
+                    self.flush(client);
                     Vec::new()
                 }
             };

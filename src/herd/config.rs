@@ -1,4 +1,4 @@
-//! The herd file (SPEC section 2): which servers exist, where they listen and
+//! The herd file (docs/spec.md §2): which servers exist, where they listen and
 //! whom they link with, parsed and validated as a pure function of the text.
 //!
 //! This module only describes a herd. Resolving names to sockets happens once
@@ -8,15 +8,22 @@
 //! Format, one server a line:
 //!
 //! ```text
-//! # name    client address    [peer address]        neighbours
-//! Riley     127.0.0.1:12000                         Jaquez Juzang
-//! Jaquez    127.0.0.1:12001   peer=127.0.0.1:22001  Riley Bernard
+//! # name    client address    [peer address]        [HTTP address]        neighbours
+//! Riley     127.0.0.1:12000                                               Jaquez Juzang
+//! Jaquez    127.0.0.1:12001   peer=127.0.0.1:22001  http=127.0.0.1:32001  Riley Bernard
 //! ```
 //!
-//! Choices where the SPEC is silent:
+//! Choices where docs/spec.md is silent:
 //!
 //! - Names are case-sensitive: `Riley` and `riley` are two servers.
-//! - `peer=ADDR` may stand anywhere after the client address, at most once.
+//! - `peer=ADDR` and `http=ADDR` may stand anywhere after the client
+//!   address, each at most once (the herd files write them before the
+//!   neighbours).
+//! - `http=ADDR` turns on the server's read-only HTTP endpoint (docs/spec.md section
+//!   10) at that address. Without it the endpoint is off unless `--http` is
+//!   given; [`ServerSpec::http_or_default`] is where `run_herd.sh` starts it
+//!   (the client port + 20000), which the status page uses to find servers.
+//!   An HTTP address takes part in the port-collision check like the others.
 //! - A server with no neighbours is allowed (a herd of one).
 //! - The port-collision check compares hosts by their text, not by what they
 //!   resolve to: `localhost` and `127.0.0.1` are different hosts to it, and so
@@ -34,12 +41,16 @@ use std::str::FromStr;
 /// as Redis Cluster does for its bus port.
 pub const DEFAULT_PEER_PORT_OFFSET: u32 = 10000;
 
+/// `run_herd.sh` serves a server's HTTP endpoint at its client port + this,
+/// unless the herd file gives `http=ADDR`.
+pub const DEFAULT_HTTP_PORT_OFFSET: u32 = 20000;
+
 /// The source name reported in errors about the built-in herd.
 pub const BUILT_IN_SOURCE: &str = "<built-in>";
 
-/// The built-in default herd (SPEC section 2), in the herd file format.
+/// The built-in default herd (docs/spec.md §2), in the herd file format.
 pub const DEFAULT_HERD_TEXT: &str = "\
-# The default herd (SPEC section 2). Peer ports default to client port + 10000.
+# The default herd (docs/spec.md §2). Peer ports default to client port + 10000.
 # name      client address     neighbours
 Riley       127.0.0.1:12000    Jaquez Juzang
 Jaquez      127.0.0.1:12001    Riley Bernard
@@ -66,6 +77,8 @@ pub struct ServerSpec {
     pub client: Addr,
     /// Where neighbours connect (defaults to the client port + 10000).
     pub peer: Addr,
+    /// Where the read-only HTTP endpoint listens (`http=ADDR`), if the file says.
+    pub http: Option<Addr>,
     /// The names of the servers this one links with, in file order.
     pub neighbours: Vec<String>,
 }
@@ -257,9 +270,17 @@ fn parse_line(fields: &[&str], source: &str, line: usize) -> Result<ServerSpec, 
     let client = Addr::from_str(client_text).map_err(|why| err(format!("{name}: {why}")))?;
 
     let mut peer = None;
+    let mut http = None;
     let mut neighbours: Vec<String> = Vec::new();
     for field in &fields[2..] {
-        if let Some(peer_text) = field.strip_prefix("peer=") {
+        if let Some(http_text) = field.strip_prefix("http=") {
+            if http.is_some() {
+                return Err(err(format!("{name}: http= given twice")));
+            }
+            let addr =
+                Addr::from_str(http_text).map_err(|why| err(format!("{name}: http {why}")))?;
+            http = Some(addr);
+        } else if let Some(peer_text) = field.strip_prefix("peer=") {
             if peer.is_some() {
                 return Err(err(format!("{name}: peer= given twice")));
             }
@@ -268,7 +289,7 @@ fn parse_line(fields: &[&str], source: &str, line: usize) -> Result<ServerSpec, 
             peer = Some(addr);
         } else if field.contains('=') {
             return Err(err(format!(
-                "{name}: unknown setting {field:?} (only peer=ADDR is known)"
+                "{name}: unknown setting {field:?} (only peer=ADDR and http=ADDR are known)"
             )));
         } else if !is_valid_name(field) {
             return Err(err(format!(
@@ -304,6 +325,7 @@ fn parse_line(fields: &[&str], source: &str, line: usize) -> Result<ServerSpec, 
         name: name.to_string(),
         client,
         peer,
+        http,
         neighbours,
     })
 }
@@ -340,10 +362,12 @@ fn check_links(entries: &[Entry], source: &str) -> Result<(), ConfigError> {
 
 /// No two addresses of the herd (client or peer, any servers) may share a host and port.
 fn check_ports(entries: &[Entry], source: &str) -> Result<(), ConfigError> {
-    // (entry, which address, the address) in file order, client before peer.
+    // (entry, which address, the address) in file order: client, peer, HTTP.
     let mut seen: Vec<(&Entry, &str, &Addr)> = Vec::new();
     for entry in entries {
-        for (kind, addr) in [("client", &entry.spec.client), ("peer", &entry.spec.peer)] {
+        let http = entry.spec.http.as_ref().map(|a| ("HTTP", a));
+        let own = [("client", &entry.spec.client), ("peer", &entry.spec.peer)];
+        for (kind, addr) in own.into_iter().chain(http) {
             let clash = seen
                 .iter()
                 .find(|(_, _, a)| a.port == addr.port && a.host_key() == addr.host_key());
@@ -419,7 +443,7 @@ impl HerdConfig {
         HerdConfig::parse(&text, &source)
     }
 
-    /// The built-in default herd (SPEC section 2), parsed from [`DEFAULT_HERD_TEXT`].
+    /// The built-in default herd (docs/spec.md §2), parsed from [`DEFAULT_HERD_TEXT`].
     pub fn default_herd() -> HerdConfig {
         // The text is a constant checked by the unit tests, so this cannot fail at run time.
         HerdConfig::parse(DEFAULT_HERD_TEXT, BUILT_IN_SOURCE)
@@ -434,6 +458,36 @@ impl HerdConfig {
     /// The servers' names, in file order.
     pub fn names(&self) -> Vec<&str> {
         self.servers.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// Every link once, as (earlier server, later server) in file order.
+    pub fn links(&self) -> Vec<(&str, &str)> {
+        let mut links = Vec::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            for n in &s.neighbours {
+                let later = self.servers[i + 1..].iter().any(|o| &o.name == n);
+                if later {
+                    links.push((s.name.as_str(), n.as_str()));
+                }
+            }
+        }
+        links
+    }
+}
+
+impl ServerSpec {
+    /// Where this server's HTTP endpoint is when `run_herd.sh` starts it: the
+    /// herd file's `http=`, else the client host and port + 20000 (None when
+    /// that is above 65535).
+    pub fn http_or_default(&self) -> Option<Addr> {
+        if let Some(http) = &self.http {
+            return Some(http.clone());
+        }
+        let port = u32::from(self.client.port) + DEFAULT_HTTP_PORT_OFFSET;
+        u16::try_from(port).ok().map(|port| Addr {
+            host: self.client.host.clone(),
+            port,
+        })
     }
 }
 
@@ -627,6 +681,78 @@ mod tests {
     #[test]
     fn unknown_setting() {
         rejects("A 127.0.0.1:1000 port=5\n", Some(1), "unknown setting");
+    }
+
+    #[test]
+    fn http_address() {
+        let herd = parse(
+            "A 127.0.0.1:1000 peer=127.0.0.1:2000 http=127.0.0.1:3000 B\n\
+             B 127.0.0.1:1001 http=[::1]:3001 A\n\
+             C 127.0.0.1:50000",
+        )
+        .unwrap();
+        let a = herd.server("A").unwrap();
+        assert_eq!(a.http, Some(addr("127.0.0.1", 3000)));
+        assert_eq!(a.peer, addr("127.0.0.1", 2000));
+        assert_eq!(a.neighbours, ["B"]);
+        assert_eq!(a.http_or_default(), Some(addr("127.0.0.1", 3000)));
+        let b = herd.server("B").unwrap();
+        assert_eq!(b.http, Some(addr("::1", 3001)));
+        assert_eq!(b.peer, addr("127.0.0.1", 11001));
+        let c = herd.server("C").unwrap();
+        assert_eq!(c.http, None);
+        // run_herd.sh's default is the client port + 20000, when it fits.
+        assert_eq!(c.http_or_default(), None);
+        let d = parse("D 127.0.0.1:12000").unwrap();
+        assert_eq!(
+            d.servers[0].http_or_default(),
+            Some(addr("127.0.0.1", 32000))
+        );
+    }
+
+    #[test]
+    fn bad_http_addresses() {
+        rejects(
+            "A 127.0.0.1:1000 http=127.0.0.1\n",
+            Some(1),
+            "A: http bad address",
+        );
+        rejects(
+            "A 127.0.0.1:1000 http=127.0.0.1:3000 http=127.0.0.1:3001\n",
+            Some(1),
+            "http= given twice",
+        );
+        rejects(
+            "A 127.0.0.1:1000 http=127.0.0.1:11000\n",
+            Some(1),
+            "HTTP address 127.0.0.1:11000 collides with its own peer address",
+        );
+        rejects(
+            "A 127.0.0.1:1000 http=127.0.0.1:5000\nB 127.0.0.1:5000\n",
+            Some(2),
+            "client address 127.0.0.1:5000 collides with the HTTP address of A (line 1)",
+        );
+        rejects(
+            "A 127.0.0.1:1000 http=127.0.0.1:5000\nB 127.0.0.1:1001 http=127.0.0.1:5000\n",
+            Some(2),
+            "HTTP address 127.0.0.1:5000 collides with the HTTP address of A",
+        );
+    }
+
+    #[test]
+    fn links_are_listed_once_in_file_order() {
+        let herd = HerdConfig::default_herd();
+        assert_eq!(
+            herd.links(),
+            [
+                ("Riley", "Jaquez"),
+                ("Riley", "Juzang"),
+                ("Jaquez", "Bernard"),
+                ("Juzang", "Bernard"),
+                ("Juzang", "Campbell"),
+                ("Campbell", "Bernard"),
+            ]
+        );
     }
 
     #[test]
@@ -930,6 +1056,29 @@ mod tests {
                 .collect();
             expected.sort();
             assert_eq!(links(&herd), expected, "{file}");
+        }
+    }
+
+    /// docs/herds/graders/ holds the classic herds on the ports of the
+    /// course's public grading scripts (docs/grading.md): same servers and
+    /// links, only the client ports differ.
+    #[test]
+    fn grader_herds_are_the_classic_herds_on_the_graders_ports() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/herds");
+        for (grader, classic, first_port) in
+            [("cs131-ta", "hill", 8000), ("cs131-w22", "juzang", 9991)]
+        {
+            let herd = HerdConfig::load(&dir.join(format!("graders/{grader}.herd"))).unwrap();
+            let base = HerdConfig::load(&dir.join(format!("{classic}.herd"))).unwrap();
+            assert_eq!(herd.names(), base.names(), "{grader}");
+            assert_eq!(links(&herd), links(&base), "{grader}");
+            for (i, server) in herd.servers.iter().enumerate() {
+                assert_eq!(
+                    server.client,
+                    addr("127.0.0.1", first_port + i as u16),
+                    "{grader}"
+                );
+            }
         }
     }
 }

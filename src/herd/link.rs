@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::event_loop::ConnRef;
+use crate::conn_ref::ConnRef;
 use crate::log::Log;
 use crate::timers::TimerId;
 

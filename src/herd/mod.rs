@@ -7,17 +7,24 @@
 //! The herd file lives in [`config`]; the catch-up's reconciliation in
 //! [`sync`]; the state file in [`state`].
 
+pub mod actions;
 pub mod auth;
+pub mod client_protocol;
 pub mod config;
 pub mod link;
+pub mod peer_protocol;
 pub mod state;
 pub mod store;
 pub mod sync;
 
+use crate::conn_ref::ConnRef;
 use crate::log::{Log, Part};
-use crate::protocol::client::{self, parse_location, Coordinates, Request};
-use crate::protocol::peer::Update;
-use link::Link;
+use crate::places::PlacesQuery;
+use crate::protocol::client::{self, parse_location, Request};
+use crate::protocol::peer::{Update, MAX_PEER_LINE};
+use crate::timers::Schedule;
+use actions::HerdEvent;
+use link::{backoff_delay, Jitter, Link, LinkState};
 use store::Store;
 
 /// What the loop should do for one client line.
@@ -33,16 +40,7 @@ pub enum ClientAction {
     FetchPlaces(PlacesQuery),
 }
 
-/// A WHATSAT that needs Places: the stored AT line and what to ask.
-#[derive(Debug, PartialEq, Eq, Clone)]
-pub struct PlacesQuery {
-    pub at_line: Vec<u8>,
-    pub coords: Coordinates,
-    pub radius_m: String,
-    pub bound: u8,
-}
-
-/// One server's state in the herd.
+/// One server's state in the herd: what every protocol handler is given.
 #[derive(Debug)]
 pub struct Herd {
     pub name: String,
@@ -54,9 +52,102 @@ pub struct Herd {
     pub state: Option<state::StateFile>,
     /// The herd secret peers must prove, with `--herd-secret-file`.
     pub secret: Option<auth::Secret>,
+    pub limits: Limits,
+    /// The last Places request number given out (they name requests in the log).
+    pub next_request: u64,
+    /// Heartbeats are counted, not logged line by line.
+    pub heartbeats_sent: u64,
+    pub heartbeats_received: u64,
+    pub jitter: Jitter,
+    /// How many state writes have failed since the last one that worked,
+    /// while the state file is failing (logged once per episode).
+    pub state_failures: Option<u64>,
+}
+
+/// The limits from the command line: the client port's, and the store's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub max_clients: Option<usize>,
+    pub idle_timeout: Option<std::time::Duration>,
+    /// `--max-positions`: the store keeps this many (see [`store`]).
+    pub max_positions: Option<usize>,
 }
 
 impl Herd {
+    /// A server called `name` with links to `neighbours` (name, peer
+    /// addresses), all backing off until the loop dials them.
+    pub fn new(
+        name: String,
+        neighbours: Vec<(String, Vec<std::net::SocketAddr>)>,
+        log: Log,
+        limits: Limits,
+    ) -> Herd {
+        let links = neighbours
+            .into_iter()
+            .map(|(name, addrs)| Link {
+                name,
+                addrs,
+                state: LinkState::Backoff {
+                    timer: crate::timers::TimerId::NONE,
+                },
+                failures: 0,
+                incoming: None,
+            })
+            .collect();
+        Herd {
+            name,
+            store: limits
+                .max_positions
+                .map_or_else(Store::default, Store::bounded),
+            links,
+            log,
+            state: None,
+            secret: None,
+            limits,
+            next_request: 0,
+            heartbeats_sent: 0,
+            heartbeats_received: 0,
+            jitter: Jitter::new(),
+            state_failures: None,
+        }
+    }
+
+    /// Our dial of `link` is under way on `conn`: it must connect (and be
+    /// welcomed) within [`peer_protocol::LINK_TIMEOUT`].
+    pub fn dialing(&mut self, link: usize, conn: ConnRef, timers: &mut dyn Schedule<HerdEvent>) {
+        let timeout = timers.call_later(
+            peer_protocol::LINK_TIMEOUT,
+            HerdEvent::LinkTimeout { link, conn },
+        );
+        let l = &mut self.links[link];
+        let why = match l.addrs.first() {
+            Some(addr) => format!("dialing {addr}"),
+            None => "dialing".to_string(),
+        };
+        l.set_state(LinkState::Dialing { conn, timeout }, &why, &mut self.log);
+    }
+
+    /// The link failed: wait, then dial again (asyncio: `call_later(delay,
+    /// dial)`). Returns the connection it held, which the caller closes.
+    pub fn back_off(
+        &mut self,
+        link: usize,
+        why: &str,
+        timers: &mut dyn Schedule<HerdEvent>,
+    ) -> Option<ConnRef> {
+        let l = &mut self.links[link];
+        let held = l.state.conn();
+        if let LinkState::Dialing { timeout, .. } | LinkState::Greeting { timeout, .. } = l.state {
+            timers.cancel(timeout);
+        }
+        let delay = backoff_delay(l.failures, self.jitter.next_unit());
+        l.failures = l.failures.saturating_add(1);
+        let timer = timers.call_later(delay, HerdEvent::Redial { link });
+        let why = format!("{why}; retry in {} ms", delay.as_millis());
+        l.set_state(LinkState::Backoff { timer }, &why, &mut self.log);
+        held
+    }
+
     /// The link to the neighbour called `name`.
     pub fn link_named(&self, name: &[u8]) -> Option<usize> {
         self.links.iter().position(|l| l.name.as_bytes() == name)
@@ -69,8 +160,21 @@ impl Herd {
             Request::Blank => ClientAction::Ignore,
             Request::IAmAt(req) => {
                 let at = client::format_at(&self.name, now_ns, &req);
+                if at.len() > MAX_PEER_LINE {
+                    // Its AT line could not travel to the neighbours.
+                    return invalid(line);
+                }
+                if !self.store.is_new(req.client, req.time_ns, &at) {
+                    let mut reply = at;
+                    reply.push(b'\n');
+                    return ClientAction::Reply(reply);
+                }
+                // Durable before acknowledged: an IAMAT whose record cannot
+                // be written is not answered with AT (docs/reliability.md).
+                if !self.write_state_now(&at) {
+                    return invalid(line);
+                }
                 if self.store.update(req.client, req.time_ns, &at) {
-                    self.persist(&at);
                     ClientAction::ReplyAndFlood(at)
                 } else {
                     let mut reply = at;
@@ -139,12 +243,50 @@ impl Herd {
         }
     }
 
-    /// Writes the recorded positions to the state file: called before the
-    /// turn's replies go out, so what a client saw acknowledged is written.
+    /// Writes a client's new position to the state file now; false if it
+    /// could not be written (true without a state file).
+    fn write_state_now(&mut self, at_line: &[u8]) -> bool {
+        let Some(state) = self.state.as_mut() else {
+            return true;
+        };
+        let result = state.write_now(at_line);
+        self.state_outcome(result)
+    }
+
+    /// Writes what neighbours sent to the state file (they are not
+    /// acknowledged, so this waits for the end of the read).
     pub fn flush_state(&mut self) {
-        if let Some(Err(e)) = self.state.as_mut().map(|s| s.flush()) {
-            self.log
-                .event(format_args!("state file: write failed: {e}"));
+        // Only a write that was tried says whether the file works.
+        if let Some(result) = self
+            .state
+            .as_mut()
+            .filter(|s| s.has_pending())
+            .map(|s| s.flush())
+        {
+            self.state_outcome(result);
+        }
+    }
+
+    /// Logs a failing state file once per episode, and its recovery.
+    fn state_outcome(&mut self, result: std::io::Result<()>) -> bool {
+        match result {
+            Ok(()) => {
+                if let Some(failed) = self.state_failures.take() {
+                    self.log.event(format_args!(
+                        "state file: writing again after {failed} failed writes; IAMATs are acknowledged again"
+                    ));
+                }
+                true
+            }
+            Err(e) => {
+                if self.state_failures.is_none() {
+                    self.log.event(format_args!(
+                        "state file: write failed: {e}; new IAMATs are answered with `?` until it can be written"
+                    ));
+                }
+                *self.state_failures.get_or_insert(0) += 1;
+                false
+            }
         }
     }
 
@@ -230,19 +372,86 @@ fn invalid(line: &[u8]) -> ClientAction {
     ClientAction::Reply(reply)
 }
 
+/// A fake world for the protocols' unit tests: a herd, a timer queue on a
+/// fake clock, and the actions asked for. No sockets, no sleeps.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::{Duration, Instant};
+
+    use super::actions::{Action, Ctx, HerdEvent};
+    use super::{Herd, Limits};
+    use crate::conn_ref::ConnRef;
+    use crate::log::Log;
+    use crate::timers::{Scheduler, Timers};
+
+    pub struct World {
+        pub herd: Herd,
+        pub timers: Timers<HerdEvent>,
+        pub now: Instant,
+        pub actions: Vec<Action>,
+    }
+
+    /// The connection the tests' handlers run for.
+    pub const ME: ConnRef = ConnRef { key: 7, gen: 1 };
+
+    impl World {
+        /// Server `name` with links to `neighbours`.
+        pub fn new(name: &str, neighbours: &[&str], limits: Limits) -> World {
+            let addr = "127.0.0.1:1".parse().expect("an address");
+            let links = neighbours
+                .iter()
+                .map(|n| (n.to_string(), vec![addr]))
+                .collect();
+            World {
+                herd: Herd::new(name.to_string(), links, Log::discard(), limits),
+                timers: Timers::default(),
+                now: Instant::now(),
+                actions: Vec::new(),
+            }
+        }
+
+        /// Runs `f` with a context for connection `me` at the fake time.
+        pub fn with<R>(&mut self, me: ConnRef, f: impl FnOnce(&mut Ctx) -> R) -> R {
+            let mut scheduler = Scheduler {
+                timers: &mut self.timers,
+                now: self.now,
+                wrap: |e| e,
+            };
+            let mut ctx = Ctx {
+                herd: &mut self.herd,
+                timers: &mut scheduler,
+                now: self.now,
+                now_ns: 1_700_000_000_000_000_000,
+                me,
+                actions: &mut self.actions,
+            };
+            f(&mut ctx)
+        }
+
+        /// Moves the fake clock on and returns the timers that came due.
+        pub fn advance(&mut self, by: Duration) -> Vec<HerdEvent> {
+            self.now += by;
+            std::iter::from_fn(|| self.timers.pop_expired(self.now)).collect()
+        }
+
+        /// The actions asked for since the last call.
+        pub fn take_actions(&mut self) -> Vec<Action> {
+            std::mem::take(&mut self.actions)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn herd() -> Herd {
-        Herd {
-            name: "Riley".into(),
-            store: Store::default(),
-            links: Vec::new(),
-            log: Log::discard(),
-            state: None,
-            secret: None,
-        }
+        Herd::new(
+            "Riley".into(),
+            Vec::new(),
+            Log::discard(),
+            Limits::default(),
+        )
     }
 
     #[test]
@@ -288,6 +497,56 @@ mod tests {
         assert!(h.catch_up_update(&u));
         assert!(!h.catch_up_update(&u));
         assert_eq!(&*h.store.get(b"kiwi").unwrap().at_line, &u.at_line[..]);
+    }
+
+    #[test]
+    fn an_iamat_whose_record_cannot_be_written_is_not_acknowledged() {
+        let dir = std::env::temp_dir().join(format!("herd-state-unit-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("state");
+        let _ = std::fs::remove_file(&path);
+        let mut h = herd();
+        let (mut state, _) = state::StateFile::open(&path).unwrap();
+        state.fail_writes().unwrap();
+        h.state = Some(state);
+        let line: &[u8] = b"IAMAT kiwi +1-1 5";
+        assert_eq!(
+            h.client_line(line, 10),
+            ClientAction::Reply(b"? IAMAT kiwi +1-1 5\n".to_vec())
+        );
+        assert!(h.store.get(b"kiwi").is_none(), "not stored, so not flooded");
+        h.client_line(line, 10);
+        assert_eq!(h.state_failures, Some(2), "one episode, counted");
+        // Space comes back: acknowledged again, and the record is whole.
+        h.state.as_mut().unwrap().heal().unwrap();
+        assert!(matches!(
+            h.client_line(line, 10),
+            ClientAction::ReplyAndFlood(_)
+        ));
+        assert_eq!(h.state_failures, None);
+        let (_, loaded) = state::StateFile::open(&path).unwrap();
+        assert_eq!(loaded.positions.len(), 1);
+        assert_eq!(loaded.skipped, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_iamat_whose_at_line_could_not_travel_is_refused() {
+        let mut h = herd();
+        let mut line = b"IAMAT ".to_vec();
+        line.extend(std::iter::repeat_n(b'k', MAX_PEER_LINE));
+        line.extend_from_slice(b" +1-1 5");
+        assert!(
+            matches!(h.client_line(&line, 10), ClientAction::Reply(r) if r.starts_with(b"? IAMAT"))
+        );
+        // The longest IAMAT the client port takes fits a peer line.
+        let mut line = b"IAMAT ".to_vec();
+        let id_len = crate::protocol::client::MAX_LINE - line.len() - b" +1-1 5".len();
+        line.extend(std::iter::repeat_n(b'k', id_len));
+        line.extend_from_slice(b" +1-1 5");
+        assert!(
+            matches!(h.client_line(&line, 10), ClientAction::ReplyAndFlood(at) if at.len() <= MAX_PEER_LINE)
+        );
     }
 
     #[test]

@@ -102,6 +102,9 @@ pub struct StateFile {
     file: File,
     buf: Vec<u8>,
     records: u64,
+    /// The file's length after the last write that succeeded: a failed
+    /// write is cut back to it, so no torn record is left mid-file.
+    len: u64,
     compaction: Option<Compaction>,
     loading: Option<Loading>,
     /// What the load found, once it is over.
@@ -117,8 +120,10 @@ struct Compaction {
     file: File,
     /// The next entry of the store to copy ([`Store::walk_entries`]).
     cursor: u32,
-    /// Records in the new file: the copy's and the appends since it began.
+    /// Records in the new file: the copy's and the appends since it began,
+    /// and its length.
     records: u64,
+    len: u64,
     /// The helper thread's answer, once the copy is complete.
     synced: Option<Receiver<io::Result<()>>>,
 }
@@ -335,6 +340,7 @@ impl StateFile {
             file,
             buf: Vec::new(),
             records: 0,
+            len: end,
             compaction: None,
             loading: Some(Loading {
                 file: reader,
@@ -414,21 +420,33 @@ impl StateFile {
     }
 
     /// Writes the queued records (to the kernel; see the module comment),
-    /// to the new file too while a compaction runs. A failure to write the
-    /// new file abandons the compaction (the old file stays whole).
+    /// to the new file too while a compaction runs. On failure (ENOSPC, EIO)
+    /// they are dropped and the file is cut back to what was whole before,
+    /// so later records still parse. A failure to write the new file
+    /// abandons the compaction (the old file stays whole).
     pub fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let result = self.file.write_all(&self.buf);
-        if let Some(c) = self.compaction.as_mut() {
+        match &result {
+            Ok(()) => self.len += self.buf.len() as u64,
+            Err(_) => {
+                let _ = self.file.set_len(self.len);
+            }
+        }
+        // Records that FILE did not take are not acknowledged: they do not
+        // go to the new file either.
+        if let (Ok(()), Some(c)) = (&result, self.compaction.as_mut()) {
             let n = self.buf.iter().filter(|&&b| b == b'\n').count() as u64;
             match c.file.write_all(&self.buf) {
-                Ok(()) => c.records += n,
+                Ok(()) => {
+                    c.records += n;
+                    c.len += self.buf.len() as u64;
+                }
                 Err(e) => {
                     self.abandon_compaction();
                     self.buf.clear();
-                    result?;
                     return Err(io::Error::new(
                         e.kind(),
                         format!("compaction abandoned: {e}"),
@@ -438,6 +456,18 @@ impl StateFile {
         }
         self.buf.clear();
         result
+    }
+
+    /// True when records are queued and not yet written.
+    pub fn has_pending(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Records and writes one position at once: the caller acknowledges it
+    /// only if this succeeds.
+    pub fn write_now(&mut self, at_line: &[u8]) -> io::Result<()> {
+        self.record(at_line);
+        self.flush()
     }
 
     /// True once the file holds many more records than the `live` positions
@@ -469,6 +499,7 @@ impl StateFile {
             file,
             cursor: 0,
             records: 0,
+            len: 0,
             synced: None,
         });
         Ok(())
@@ -491,6 +522,7 @@ impl StateFile {
                     // The new file is FILE now; the old one was unlinked.
                     self.file = c.file;
                     self.records = c.records;
+                    self.len = c.len;
                     Ok(Compacting::Done { records: c.records })
                 }
                 Ok(Err(e)) => {
@@ -517,6 +549,7 @@ impl StateFile {
             return Err(e);
         }
         c.records += n;
+        c.len += out.len() as u64;
         if !copied {
             return Ok(Compacting::Copying);
         }
@@ -567,6 +600,23 @@ impl StateFile {
         sync_and_rename(&file, &tmp, &self.path)?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.records = records;
+        self.len = out.len() as u64;
+        Ok(())
+    }
+}
+
+impl StateFile {
+    /// Unit tests: every write fails from now on, as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&mut self) -> io::Result<()> {
+        self.file = OpenOptions::new().append(true).open("/dev/full")?;
+        Ok(())
+    }
+
+    /// Unit tests: writes go to the real file again (space came back).
+    #[cfg(test)]
+    pub(crate) fn heal(&mut self) -> io::Result<()> {
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
         Ok(())
     }
 

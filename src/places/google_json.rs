@@ -1,11 +1,11 @@
 //! Google's JSON text style: the printer every WHATSAT reply goes through.
 //!
 //! This module owns only the text: [`to_google_style`] prints a
-//! `serde_json::Value` the way the legacy Places API does (SPEC section 4),
+//! `serde_json::Value` the way the legacy Places API does (docs/spec.md §4),
 //! [`squeeze`] applies the reply's newline rule, and [`error_json`] builds the
 //! error object the herd sends when Places fails. Deciding *what* to print
 //! (cutting results, converting Places API (New) answers, mapping HTTP
-//! failures) lives in [`super::new_api`]; the HTTP exchange in [`super::http`].
+//! failures) lives in [`super::reply`]; the HTTP exchange in [`super::http`].
 //!
 //! `serde_json` is built with `preserve_order` (keys stay in Google's order)
 //! and `arbitrary_precision` (a number keeps the digits Google wrote, so
@@ -102,7 +102,7 @@ fn write_array(out: &mut String, items: &[Value], level: usize) {
         .iter()
         .any(|item| matches!(item, Value::Array(_) | Value::Object(_)));
     if !nested {
-        // Scalars stay on one line, however long: the SPEC's rule.
+        // Scalars stay on one line, however long: docs/spec.md's rule.
         out.push_str("[ ");
         for (i, item) in items.iter().enumerate() {
             if i > 0 {
@@ -134,7 +134,7 @@ fn write_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// The inside of a JSON string in Google's escaping (see [`write_string`]).
+/// The inside of a JSON string in Google's escaping (see `write_string`).
 /// Text that needs no escape, nearly every name, is copied in one piece.
 /// The one escaping rule of the project: places-offline and the streaming
 /// re-printer use it too.

@@ -6,7 +6,7 @@
 //! parser ([`ResponseReader`]) that accepts bytes split anywhere. It never
 //! touches a socket or a clock: the TLS transport and the Places request state
 //! machine in the event loop feed it bytes and own connecting, timeouts and
-//! retries. What a response body means is [`super::new_api`]'s business.
+//! retries. What a response body means is [`super::reply`]'s business.
 
 use std::fmt;
 use std::net::Ipv6Addr;

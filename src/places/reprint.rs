@@ -1,7 +1,7 @@
 //! The streaming re-printer: a legacy Places answer from body bytes straight
 //! to the reply's text, with no `serde_json::Value` in between.
 //!
-//! [`super::google_json`] prints a parsed `Value`; [`super::new_api`] decides
+//! [`super::google_json`] prints a parsed `Value`; [`super::reply`] decides
 //! what a reply is. Building the `Value` (an allocation per key, string and
 //! number, IndexMap inserts) was most of a WHATSAT's cost, so for the common
 //! case, a legacy answer on HTTP 2xx, [`render_legacy`] validates the JSON
@@ -17,16 +17,15 @@
 //!   own error text, with its line and column);
 //! - the top level is not an object;
 //! - an object repeats a key (serde_json keeps the last value in the first
-//!   key's place) or has more than [`MAX_KEYS`] keys (so that checking for
+//!   key's place) or has more than `MAX_KEYS` (64) keys (so that checking for
 //!   repeats stays linear);
 //! - the top level has an `error` key (Google's API error shape, which
-//!   [`super::new_api`] turns into a legacy error reply).
+//!   [`super::reply`] turns into a legacy error reply).
 //!
 //! Being stricter than serde_json only costs speed; accepting something it
 //! rejects would change a reply, so every rule below is serde_json's.
 
 use super::google_json::push_escaped;
-use super::new_api::{legacy_outcome, Rendered};
 
 /// serde_json's nesting limit: its 128th nested container is an error.
 const MAX_DEPTH: usize = 128;
@@ -38,18 +37,8 @@ const MAX_KEYS: usize = 64;
 const SPACES: &str = "                                                ";
 
 /// A legacy answer's reply (results cut to `bound`), or `None` if the Value path must decide.
-pub fn render_legacy(body: &[u8], bound: usize, http: u16) -> Option<Rendered> {
-    let printed = reprint(body, bound).ok()?;
-    let outcome = legacy_outcome(
-        printed.sent,
-        printed.status.as_deref(),
-        printed.error_message.as_deref(),
-        http,
-    );
-    Some(Rendered {
-        json: printed.json,
-        outcome,
-    })
+pub fn render_legacy(body: &[u8], bound: usize) -> Option<Reprinted> {
+    reprint(body, bound).ok()
 }
 
 /// Why the fast path gave up (tests check that `Invalid` is only said of what serde_json rejects).
@@ -63,15 +52,15 @@ enum Bail {
 
 /// The printed reply and what the log needs from the answer.
 #[derive(Debug)]
-struct Reprinted {
+pub struct Reprinted {
     /// Google-style text, squeezed, ending with `"\n\n"`.
-    json: String,
+    pub json: String,
     /// How many results were printed (0 if `results` is missing or not a list).
-    sent: usize,
+    pub sent: usize,
     /// The top-level `status`, if it is a string.
-    status: Option<String>,
+    pub status: Option<String>,
     /// The top-level `error_message`, if it is a string.
-    error_message: Option<String>,
+    pub error_message: Option<String>,
 }
 
 fn reprint(body: &[u8], bound: usize) -> Result<Reprinted, Bail> {
@@ -556,7 +545,7 @@ mod tests {
     use super::*;
     use crate::places::google_json::{squeeze, to_google_style};
     use crate::places::http::Api;
-    use crate::places::new_api::{render_reply, render_via_value};
+    use crate::places::reply::{render_reply, render_via_value, Rendered};
     use crate::places::TestRng;
     use serde_json::Value;
 
@@ -986,7 +975,7 @@ mod tests {
         let error = br#"{"error_message":"The key is <bad> \u00e9","html_attributions":[],"results":[],"status":"REQUEST_DENIED"}"#;
         assert_eq!(check(error, 5), Ok(()));
         assert_eq!(
-            render_legacy(error, 5, 200).map(|r| r.outcome),
+            Some(render_reply(crate::places::http::Api::Legacy, 200, error, 5).outcome),
             Some(Err(
                 "REQUEST_DENIED: The key is <bad> \u{e9} (HTTP 200)".into()
             ))

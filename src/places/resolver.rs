@@ -20,6 +20,16 @@ pub const CACHE_FOR: Duration = Duration::from_secs(60);
 /// The answer for one name.
 pub type Answer = Result<SocketAddr, String>;
 
+/// What the Places client needs of a resolver: the loop injects the
+/// threaded [`Resolver`]; unit tests inject one that answers at once.
+pub trait Resolve {
+    /// The address, if known and fresh; else ask (the answer comes later,
+    /// and the loop then calls [`Resolve::answers`]).
+    fn lookup(&mut self, now: Instant) -> Result<Lookup, String>;
+    /// Collects answers that have arrived; returns the last one.
+    fn answers(&mut self, now: Instant) -> Option<Answer>;
+}
+
 /// The loop's side of the resolver thread, with the cache.
 pub struct Resolver {
     host: String,
@@ -69,9 +79,11 @@ impl Resolver {
             asked: false,
         })
     }
+}
 
+impl Resolve for Resolver {
     /// The address, if known and fresh; else asks the thread (once).
-    pub fn lookup(&mut self, now: Instant) -> Result<Lookup, String> {
+    fn lookup(&mut self, now: Instant) -> Result<Lookup, String> {
         if let Ok(ip) = self.host.parse::<IpAddr>() {
             return Ok(Lookup::Ready(SocketAddr::new(ip, self.port)));
         }
@@ -90,7 +102,7 @@ impl Resolver {
     }
 
     /// Collects the thread's answers (after a wake-up); returns the last one.
-    pub fn answers(&mut self, now: Instant) -> Option<Answer> {
+    fn answers(&mut self, now: Instant) -> Option<Answer> {
         let mut last = None;
         while let Ok(answer) = self.answers.try_recv() {
             self.asked = false;

@@ -1,4 +1,4 @@
-//! The client protocol (SPEC section 4) as pure functions: `IAMAT` and `WHATSAT`
+//! The client protocol (docs/spec.md §4) as pure functions: `IAMAT` and `WHATSAT`
 //! parsed and validated, the `AT` reply formatted, and the `? ` answer to anything
 //! else. Lines are bytes: nothing here assumes UTF-8.
 //!

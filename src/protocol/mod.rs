@@ -5,7 +5,7 @@
 pub mod client;
 pub mod peer;
 
-/// White space as the SPEC defines it: space, `\t`, `\r`, `\n`, form feed and
+/// White space as docs/spec.md defines it: space, `\t`, `\r`, `\n`, form feed and
 /// vertical tab. (`u8::is_ascii_whitespace` leaves out vertical tab.)
 pub fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c)

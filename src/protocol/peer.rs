@@ -1,4 +1,4 @@
-//! The peer protocol (SPEC section 5; `docs/protocol.md` is its prose): lines,
+//! The peer protocol (docs/spec.md §5; `docs/protocol.md` is its prose): lines,
 //! like the client protocol, on the peer port only.
 //!
 //! ```text
@@ -25,6 +25,12 @@
 
 use super::client::{parse_location, parse_time};
 use super::{fields, split_exact};
+
+/// The longest peer line a server accepts: room for the AT line of the
+/// longest IAMAT the client port accepts ([`super::client::MAX_LINE`]) plus
+/// the server's name and time difference. A server never sends a longer one:
+/// an IAMAT whose AT line would not fit is refused at the client port.
+pub const MAX_PEER_LINE: usize = super::client::MAX_LINE + 1024;
 
 /// One peer line, parsed.
 #[derive(Debug, PartialEq, Eq)]
@@ -93,7 +99,7 @@ pub struct Update {
     pub at_line: Vec<u8>,
 }
 
-/// A server name: letters, digits, `_` and `-` (SPEC section 2).
+/// A server name: letters, digits, `_` and `-` (docs/spec.md §2).
 pub fn is_server_name(name: &[u8]) -> bool {
     !name.is_empty()
         && name

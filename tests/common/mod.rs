@@ -90,8 +90,32 @@ impl Drop for TempDir {
     }
 }
 
+/// The repository's top folder, from whichever of the workspace's packages
+/// the test belongs to.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .find(|d| d.join("run_herd.sh").exists())
+        .map_or(manifest.clone(), Path::to_path_buf)
+}
+
+/// A binary of the workspace (`proxy-herd`, `places-offline`, `herd-bench`):
+/// cargo puts them all beside the folder the test runs from
+/// (`target/<profile>/deps/`), and builds them all for `cargo test`.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` (tests/run.sh does)",
+        path.display()
+    );
+    path
 }
 
 /// Which implementation the tests run against: `PROXY_HERD_IMPL` names a
@@ -114,7 +138,7 @@ pub fn is_counterpart() -> bool {
 pub fn server_command() -> Command {
     let root = repo_root();
     match implementation().as_str() {
-        "rust" => Command::new(env!("CARGO_BIN_EXE_proxy-herd")),
+        "rust" => Command::new(workspace_bin("proxy-herd")),
         "asyncio" => {
             let mut c = Command::new("python3");
             c.arg(root.join("docs/asyncio/herd.py"));
@@ -130,7 +154,22 @@ pub fn server_command() -> Command {
             c.arg(root.join("docs/node/herd.js"));
             c
         }
-        "java" => Command::new(root.join("docs/java/herd.sh")),
+        "java" => {
+            // The first start compiles the Java sources, which takes seconds on
+            // a loaded machine: do it once, before any test's deadline runs.
+            static BUILT: OnceLock<()> = OnceLock::new();
+            BUILT.get_or_init(|| {
+                let status = Command::new(root.join("docs/java/herd.sh"))
+                    .arg("--version")
+                    .stdout(Stdio::null())
+                    .status();
+                assert!(
+                    status.as_ref().is_ok_and(|s| s.success()),
+                    "docs/java/herd.sh did not build: {status:?}"
+                );
+            });
+            Command::new(root.join("docs/java/herd.sh"))
+        }
         other => panic!("PROXY_HERD_IMPL={other}: expected asyncio, node, java or threads"),
     }
 }
@@ -268,7 +307,7 @@ pub struct Herd {
     pub extra_args: Vec<String>,
 }
 
-/// The SPEC's default herd: Riley, Jaquez, Juzang, Campbell, Bernard.
+/// docs/spec.md's default herd: Riley, Jaquez, Juzang, Campbell, Bernard.
 pub const DEFAULT_HERD: &[(&str, &[&str])] = &[
     ("Riley", &["Jaquez", "Juzang"]),
     ("Jaquez", &["Riley", "Bernard"]),
@@ -432,6 +471,56 @@ impl Herd {
     }
 }
 
+/// How many segments carrying data this socket has received, from the
+/// kernel's `TCP_INFO` (`tcpi_data_segs_in`, Linux 4.6 and later). On
+/// loopback a write smaller than the MSS (64 KiB) arrives as one segment, so
+/// this tells at the socket how many writes a reply took.
+pub fn data_segments_received(stream: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn getsockopt(fd: i32, level: i32, name: i32, value: *mut u8, len: *mut u32) -> i32;
+    }
+    const SOL_TCP: i32 = 6;
+    const TCP_INFO: i32 = 11;
+    /// The offset of `tcpi_data_segs_in` in `struct tcp_info`.
+    const DATA_SEGS_IN: usize = 152;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as u32;
+    // SAFETY: the buffer and its length are valid for the kernel to fill.
+    let rc = unsafe {
+        getsockopt(
+            stream.as_raw_fd(),
+            SOL_TCP,
+            TCP_INFO,
+            info.as_mut_ptr(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt(TCP_INFO) failed");
+    assert!(
+        len as usize >= DATA_SEGS_IN + 4,
+        "this kernel's tcp_info is too old"
+    );
+    let field = &info[DATA_SEGS_IN..DATA_SEGS_IN + 4];
+    u32::from_ne_bytes([field[0], field[1], field[2], field[3]])
+}
+
+/// Shrinks a socket's receive buffer (`SO_RCVBUF`), so that the kernel holds
+/// little of what a server sends to a client that does not read: the
+/// server's own backlog rule then meets it after a few hundred kilobytes
+/// rather than megabytes, whatever the implementation.
+pub fn shrink_receive_buffer(stream: &TcpStream, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const i32, len: u32) -> i32;
+    }
+    const SOL_SOCKET: i32 = 1;
+    const SO_RCVBUF: i32 = 8;
+    // SAFETY: a valid socket and a pointer to one i32 of the given length.
+    let rc = unsafe { setsockopt(stream.as_raw_fd(), SOL_SOCKET, SO_RCVBUF, &bytes, 4) };
+    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF) failed");
+}
+
 /// A test client: raw bytes over TCP, reads with deadlines.
 pub struct Client {
     pub stream: TcpStream,
@@ -556,6 +645,39 @@ pub fn count(text: &str, needle: &str) -> usize {
     text.lines().filter(|l| l.contains(needle)).count()
 }
 
+/// Starts `places-offline` with `args` on a port the OS picks, and reads
+/// the port from its first line (`listening on ADDR`), which it prints once
+/// it listens.
+pub fn spawn_places_offline(args: &[&str]) -> (Child, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new(workspace_bin("places-offline"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start places-offline");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Read on a thread, so that a child that hangs cannot hang the test.
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(DEADLINE * 3)
+        .expect("places-offline said nothing");
+    let port = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (child, port)
+}
+
 /// The offline Places service, a real HTTPS server, killed when dropped.
 pub struct PlacesOffline {
     pub child: Child,
@@ -564,37 +686,15 @@ pub struct PlacesOffline {
 }
 
 impl PlacesOffline {
-    /// Starts `places-offline` on a port the OS picks, with `args`, and reads
-    /// the port from its first line.
+    /// Starts `places-offline` on a port the OS picks, with `args`, logging
+    /// into `dir`.
     pub fn start(dir: &TempDir, args: &[&str]) -> PlacesOffline {
-        use std::io::BufRead;
         static N: AtomicU16 = AtomicU16::new(0);
         let log = dir.path(&format!("places-{}.log", N.fetch_add(1, Ordering::Relaxed)));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_places-offline"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log",
-                &log.display().to_string(),
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start places-offline");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        // The first line comes once it listens (or the pipe closes if it fails).
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("places-offline output");
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let log_arg = log.display().to_string();
+        let mut all = vec!["--log", log_arg.as_str()];
+        all.extend_from_slice(args);
+        let (child, port) = spawn_places_offline(&all);
         PlacesOffline { child, port, log }
     }
 

@@ -294,6 +294,42 @@ impl Store {
         }
     }
 
+    /// True if [`Store::update`] would take this position (it is newer than
+    /// the one known, or the first, and in a full bounded store newer than
+    /// the least kept), without taking it: a caller that must write the
+    /// state file before acknowledging asks first.
+    pub fn is_new(&self, client: &[u8], time_ns: i128, at_line: &[u8]) -> bool {
+        if at_line.len() > arena::MAX_LINE
+            || client_field(at_line) != Some(client)
+            || line_time(at_line) != time_ns
+        {
+            return false;
+        }
+        match self.find(hash64(client), client) {
+            Some(e) => {
+                let old = self.line(e);
+                order((time_ns, at_line), (line_time(old), old)) == Ordering::Greater
+            }
+            None => match &self.bound {
+                Some(b) if b.max == 0 => false,
+                Some(b) if self.len >= b.max => self.beats_least(b.heap[0], time_ns, at_line),
+                _ => true,
+            },
+        }
+    }
+
+    /// True if a new client's position is greater than the least kept.
+    fn beats_least(&self, least: HeapItem, time_ns: i128, at_line: &[u8]) -> bool {
+        let key = time_key(time_ns);
+        match (key[0], key[1]).cmp(&(least.key[0], least.key[1])) {
+            Ordering::Equal => {
+                let least_line = self.line(least.entry);
+                order((time_ns, at_line), (line_time(least_line), least_line)) == Ordering::Greater
+            }
+            o => o == Ordering::Greater,
+        }
+    }
+
     fn replace(&mut self, e: u32, h: u64, time_ns: i128, at_line: &[u8]) -> bool {
         let old = *self.entry(e);
         let old_line = self.arena.get(old.line, old.len as usize);
@@ -329,17 +365,9 @@ impl Store {
         let full = match &self.bound {
             Some(b) if b.max == 0 => return false,
             Some(b) if self.len >= b.max => {
-                let least = b.heap[0];
                 // The saturated keys decide but for a tie, when the lines do.
-                let newer = match (key[0], key[1]).cmp(&(least.key[0], least.key[1])) {
-                    Ordering::Equal => {
-                        let least_line = self.line(least.entry);
-                        order((time_ns, at_line), (line_time(least_line), least_line))
-                            == Ordering::Greater
-                    }
-                    o => o == Ordering::Greater,
-                };
-                if !newer {
+                let least = b.heap[0];
+                if !self.beats_least(least, time_ns, at_line) {
                     return false;
                 }
                 Some(least.entry)

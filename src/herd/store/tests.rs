@@ -38,8 +38,12 @@ pub(crate) fn contents(s: &Store) -> BTreeSet<Vec<u8>> {
     s.positions().map(|p| p.at_line.to_vec()).collect()
 }
 
+/// Updates, checking that `is_new` said beforehand what `update` did.
 fn apply(s: &mut Store, u: &(Vec<u8>, i128, Vec<u8>)) -> bool {
-    s.update(&u.0, u.1, &u.2)
+    let said = s.is_new(&u.0, u.1, &u.2);
+    let did = s.update(&u.0, u.1, &u.2);
+    assert_eq!(said, did, "{}", String::from_utf8_lossy(&u.2));
+    did
 }
 
 const S: i128 = 1_000_000_000;

@@ -1,0 +1,816 @@
+//! What a run found, as text tables and as JSON. Pure formatting: the
+//! measurements come from the scenario modules, the header's facts from
+//! [`super::run`]; the chart is [`super::svg`].
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use super::args::Scenario;
+use super::flood::FloodResult;
+use super::gclog::GcAccount;
+use super::idle::IdleResult;
+use super::load::LoadResult;
+use super::stats::{human_ns, Summary};
+
+/// The facts that make figures comparable: when, where, what.
+#[derive(Debug, Clone, Default)]
+pub struct Header {
+    pub date: String,
+    pub nproc: usize,
+    pub kernel: String,
+    pub commit: String,
+    /// `/proc/loadavg` at the start: the machine may be shared.
+    pub loadavg: String,
+    /// The bench's own build: a debug bench measures itself.
+    pub bench_build: &'static str,
+    /// Where the server binaries come from, when not `target/release`.
+    pub servers_from: Option<String>,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub connections: usize,
+    pub depth: usize,
+    pub clients: usize,
+    pub idle: usize,
+    /// The gc scenario's open-loop rate.
+    pub gc_rate: f64,
+    /// Where the load went: a herd the bench started, or `--target`.
+    pub setup: String,
+}
+
+/// How one measurement ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Load(LoadResult),
+    Idle(IdleResult),
+    Flood(FloodResult),
+    Gc(GcResult),
+    Skipped(String),
+    Failed(String),
+}
+
+/// The gc scenario: a steady open-loop load, and the runtime's own account
+/// of its collections in the measured window (`None` for Rust, which has no
+/// collector).
+#[derive(Debug, Clone)]
+pub struct GcResult {
+    pub load: LoadResult,
+    pub gc: Option<GcAccount>,
+}
+
+/// One scenario against one implementation.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// `rust`, `asyncio`, `uvloop`, `limit` or `target`.
+    pub implementation: String,
+    pub scenario: Scenario,
+    pub outcome: Outcome,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub header: Header,
+    pub measurements: Vec<Measurement>,
+}
+
+/// One line of the comparison: a metric for each implementation, and
+/// whether a larger value is better.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub higher_is_better: bool,
+    /// (implementation, value), in run order; missing values left out.
+    pub values: Vec<(String, f64)>,
+}
+
+impl Report {
+    fn find(&self, imp: &str, scenario: Scenario) -> Option<&Outcome> {
+        self.measurements
+            .iter()
+            .find(|m| m.implementation == imp && m.scenario == scenario)
+            .map(|m| &m.outcome)
+    }
+
+    /// The implementations measured, in run order, without duplicates.
+    pub fn implementations(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for m in &self.measurements {
+            if !out.contains(&m.implementation) {
+                out.push(m.implementation.clone());
+            }
+        }
+        out
+    }
+
+    /// The five figures the comparison (and the chart) are about.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let imps = self.implementations();
+        let collect = |f: &dyn Fn(&str) -> Option<f64>| -> Vec<(String, f64)> {
+            imps.iter()
+                .filter_map(|i| f(i).map(|v| (i.clone(), v)))
+                .collect()
+        };
+        let load = |i: &str, sc: Scenario| match self.find(i, sc) {
+            Some(Outcome::Load(r)) => Some(r.clone()),
+            _ => None,
+        };
+        vec![
+            Metric {
+                name: "iamat throughput",
+                unit: "replies/s",
+                higher_is_better: true,
+                values: collect(&|i| {
+                    load(i, Scenario::Iamat)
+                        .or_else(|| load(i, Scenario::Limit))
+                        .map(|r| r.throughput())
+                }),
+            },
+            Metric {
+                name: "iamat p99 latency",
+                unit: "ms",
+                higher_is_better: false,
+                values: collect(&|i| {
+                    load(i, Scenario::Iamat)
+                        .or_else(|| load(i, Scenario::Limit))
+                        .and_then(|r| r.latency)
+                        .map(|l| l.p99 as f64 / 1e6)
+                }),
+            },
+            Metric {
+                name: "memory per idle connection",
+                unit: "bytes",
+                higher_is_better: false,
+                values: collect(&|i| match self.find(i, Scenario::Idle) {
+                    Some(Outcome::Idle(r)) => r.bytes_per_conn(),
+                    _ => None,
+                }),
+            },
+            Metric {
+                name: "flood p99 to the far server",
+                unit: "ms",
+                higher_is_better: false,
+                values: collect(&|i| match self.find(i, Scenario::Flood) {
+                    Some(Outcome::Flood(r)) => r.latency.map(|l| l.p99 as f64 / 1e6),
+                    _ => None,
+                }),
+            },
+            Metric {
+                name: "whatsat throughput",
+                unit: "replies/s",
+                higher_is_better: true,
+                values: collect(&|i| load(i, Scenario::Whatsat).map(|r| r.throughput())),
+            },
+            Metric {
+                name: "context switches per iamat",
+                unit: "vol + invol, all threads",
+                higher_is_better: false,
+                values: collect(&|i| {
+                    load(i, Scenario::Iamat)
+                        .and_then(|r| r.switches_per_reply())
+                        .map(|(v, n)| v + n)
+                }),
+            },
+            Metric {
+                name: "threads, most idle connections",
+                unit: "threads",
+                higher_is_better: false,
+                values: collect(&|i| match self.find(i, Scenario::Idle) {
+                    Some(Outcome::Idle(r)) => {
+                        r.steps.last().and_then(|s| s.threads).map(|t| t as f64)
+                    }
+                    _ => None,
+                }),
+            },
+            Metric {
+                name: "p99.9 at a steady rate",
+                unit: "ms",
+                higher_is_better: false,
+                values: collect(&|i| {
+                    self.gc(i)
+                        .and_then(|g| g.load.latency)
+                        .map(|l| l.p999 as f64 / 1e6)
+                }),
+            },
+            Metric {
+                name: "max at a steady rate",
+                unit: "ms",
+                higher_is_better: false,
+                values: collect(&|i| {
+                    self.gc(i)
+                        .and_then(|g| g.load.latency)
+                        .map(|l| l.max as f64 / 1e6)
+                }),
+            },
+            Metric {
+                name: "longest GC pause (own account)",
+                unit: "ms",
+                higher_is_better: false,
+                values: collect(&|i| {
+                    let g = self.gc(i)?;
+                    // Rust has no collector: its longest pause is none.
+                    Some(g.gc.as_ref().map_or(0.0, |a| a.max_pause_ms))
+                }),
+            },
+        ]
+    }
+
+    fn gc(&self, imp: &str) -> Option<&GcResult> {
+        match self.find(imp, Scenario::Gc) {
+            Some(Outcome::Gc(g)) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// The text report: header, one table per scenario, ratios.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let h = &self.header;
+        let _ = writeln!(
+            s,
+            "herd-bench  {}  nproc {}  kernel {}  commit {}  load average {}",
+            h.date, h.nproc, h.kernel, h.commit, h.loadavg
+        );
+        let _ = writeln!(
+            s,
+            "servers: {}, logging on (they always log); bench: {} build",
+            h.servers_from
+                .as_deref()
+                .map_or("release builds".to_string(), |d| format!(
+                    "binaries from {d}"
+                )),
+            h.bench_build
+        );
+        let _ = writeln!(s, "setup: {}", h.setup);
+        let _ = writeln!(
+            s,
+            "each measurement {:.1} s ({:.1} s warm-up not counted); iamat {} connections x {} in flight; \
+             whatsat {} clients; idle {} connections; gc {:.0} IAMATs/s for twice as long, the first half \
+             not counted",
+            h.duration_s, h.warmup_s, h.connections, h.depth, h.clients, h.idle, h.gc_rate
+        );
+        let load_rows = |sc: Scenario| -> Vec<Vec<String>> {
+            self.measurements
+                .iter()
+                .filter(|m| m.scenario == sc)
+                .map(|m| match &m.outcome {
+                    Outcome::Load(r) => {
+                        let mut row = vec![
+                            m.implementation.clone(),
+                            r.connections.to_string(),
+                            format!("{:.0}", r.throughput()),
+                        ];
+                        row.extend(latency_cells(r.latency.as_ref()));
+                        row.push(r.errors.to_string());
+                        row.push(r.lost.to_string());
+                        row
+                    }
+                    other => other_row(&m.implementation, other),
+                })
+                .collect()
+        };
+        let load_head = [
+            "impl",
+            "conns",
+            "replies/s",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "errors",
+            "lost",
+        ];
+        for (sc, title) in [
+            (Scenario::Iamat, "iamat: pipelined IAMATs"),
+            (
+                Scenario::Limit,
+                "limit: the same load against a bare mio line server in the bench",
+            ),
+            (
+                Scenario::Whatsat,
+                "whatsat: WHATSAT ID 10 5 through places-offline, one in flight per client",
+            ),
+            (
+                Scenario::Fairness,
+                "fairness: one IAMAT at a time from a probe while another connection floods blank lines",
+            ),
+        ] {
+            let rows = load_rows(sc);
+            if !rows.is_empty() {
+                let _ = writeln!(s, "\n{title}");
+                s.push_str(&table(&load_head, &rows));
+            }
+            for m in self.measurements.iter().filter(|m| m.scenario == sc) {
+                if let Outcome::Load(LoadResult {
+                    first_error: Some(e),
+                    errors,
+                    replies,
+                    ..
+                }) = &m.outcome
+                {
+                    let _ = writeln!(
+                        s,
+                        "  note ({}): {errors} of {replies} replies were not answers \
+                         (not in replies/s or latency); the first: {:?}",
+                        m.implementation, e
+                    );
+                }
+            }
+        }
+        let sched: Vec<Vec<String>> = self
+            .measurements
+            .iter()
+            .filter(|m| m.scenario == Scenario::Iamat)
+            .filter_map(|m| match &m.outcome {
+                Outcome::Load(r) => {
+                    let sc = r.sched?;
+                    let (v, n) = r.switches_per_reply()?;
+                    Some(vec![
+                        m.implementation.clone(),
+                        sc.threads.to_string(),
+                        format!("{v:.3}"),
+                        format!("{n:.3}"),
+                        format!("{:.3}", v + n),
+                        format!("{}/{}", sc.main.voluntary, sc.main.involuntary),
+                        format!("{}/{}", sc.all.voluntary, sc.all.involuntary),
+                    ])
+                }
+                _ => None,
+            })
+            .collect();
+        if !sched.is_empty() {
+            let _ = writeln!(
+                s,
+                "\niamat: the loaded server's context switches in the window \
+                 (/proc/PID/task/*/status), per reply counted"
+            );
+            s.push_str(&table(
+                &[
+                    "impl",
+                    "threads",
+                    "vol/reply",
+                    "invol/reply",
+                    "total/reply",
+                    "main vol/invol",
+                    "all vol/invol",
+                ],
+                &sched,
+            ));
+        }
+        let flood: Vec<Vec<String>> = self
+            .measurements
+            .iter()
+            .filter(|m| m.scenario == Scenario::Flood)
+            .map(|m| match &m.outcome {
+                Outcome::Flood(r) => {
+                    let mut row = vec![
+                        m.implementation.clone(),
+                        format!("{} ({} hops)", r.path, r.hops),
+                        format!("{:.0}", r.rate()),
+                    ];
+                    row.extend(latency_cells(r.latency.as_ref()));
+                    row.push(format!("{}/{}", r.seen, r.sent));
+                    row
+                }
+                other => other_row(&m.implementation, other),
+            })
+            .collect();
+        if !flood.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nflood: IAMATs at the origin ({} in flight on one connection) until the far server \
+                 floods them to the bench's Observer",
+                h.depth
+            );
+            s.push_str(&table(
+                &[
+                    "impl",
+                    "origin -> far",
+                    "updates/s",
+                    "p50",
+                    "p90",
+                    "p99",
+                    "max",
+                    "seen/sent",
+                ],
+                &flood,
+            ));
+        }
+        let idle: Vec<Vec<String>> = self
+            .measurements
+            .iter()
+            .filter(|m| m.scenario == Scenario::Idle)
+            .map(|m| match &m.outcome {
+                Outcome::Idle(r) => vec![
+                    m.implementation.clone(),
+                    format!("{}/{}", r.opened, r.requested),
+                    r.rss_before_kb.map_or("-".into(), |k| format!("{k} kB")),
+                    r.rss_after_kb.map_or("-".into(), |k| format!("{k} kB")),
+                    r.bytes_per_conn().map_or("-".into(), |b| format!("{b:.0}")),
+                    match &r.check {
+                        Ok(d) => format!("answered in {}", human_ns(d.as_nanos() as u64)),
+                        Err(e) => format!("FAILED: {e}"),
+                    },
+                ],
+                other => other_row(&m.implementation, other),
+            })
+            .collect();
+        if !idle.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nidle: connections held open, server RSS (VmRSS) before and after"
+            );
+            s.push_str(&table(
+                &[
+                    "impl",
+                    "open",
+                    "RSS before",
+                    "RSS after",
+                    "bytes/conn",
+                    "IAMAT with all open",
+                ],
+                &idle,
+            ));
+            for m in &self.measurements {
+                if let Outcome::Idle(IdleResult { note: Some(n), .. }) = &m.outcome {
+                    let _ = writeln!(s, "  note ({}): {n}", m.implementation);
+                }
+            }
+            let steps: Vec<Vec<String>> = self
+                .measurements
+                .iter()
+                .filter_map(|m| match &m.outcome {
+                    Outcome::Idle(r) if !r.steps.is_empty() => Some(
+                        std::iter::once(m.implementation.clone())
+                            .chain(r.steps.iter().map(|st| {
+                                format!(
+                                    "{}: {} thr, {}",
+                                    st.connections,
+                                    st.threads.map_or("-".into(), |t| t.to_string()),
+                                    st.rss_kb.map_or("-".into(), |k| format!("{k} kB"))
+                                )
+                            }))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect();
+            if !steps.is_empty() {
+                let _ = writeln!(s, "\nidle, on the way: connections: threads, RSS");
+                let width = steps.iter().map(Vec::len).max().unwrap_or(1);
+                let mut head = vec!["impl"];
+                head.extend(std::iter::repeat_n("step", width - 1));
+                s.push_str(&table(&head, &steps));
+            }
+        }
+        let gc: Vec<Vec<String>> = self
+            .measurements
+            .iter()
+            .filter(|m| m.scenario == Scenario::Gc)
+            .map(|m| match &m.outcome {
+                Outcome::Gc(g) => {
+                    let l = g.load.latency.as_ref();
+                    let mut row = vec![
+                        m.implementation.clone(),
+                        format!("{:.0}", g.load.throughput()),
+                    ];
+                    row.extend(
+                        [
+                            l.map(|l| l.p50),
+                            l.map(|l| l.p99),
+                            l.map(|l| l.p999),
+                            l.map(|l| l.max),
+                        ]
+                        .map(|v| v.map_or("-".into(), human_ns)),
+                    );
+                    row.push(match &g.gc {
+                        None => "no collector".into(),
+                        Some(a) => format!(
+                            "{}: {} collections, {:.1} ms in all, longest {:.2} ms",
+                            a.source, a.collections, a.total_pause_ms, a.max_pause_ms
+                        ),
+                    });
+                    row
+                }
+                other => other_row(&m.implementation, other),
+            })
+            .collect();
+        if !gc.is_empty() {
+            let _ = writeln!(
+                s,
+                "\ngc: IAMATs at a steady {:.0}/s (open loop), the tail, and the runtime's own GC account \
+                 in the same window",
+                h.gc_rate
+            );
+            s.push_str(&table(
+                &[
+                    "impl",
+                    "replies/s",
+                    "p50",
+                    "p99",
+                    "p99.9",
+                    "max",
+                    "GC's own account",
+                ],
+                &gc,
+            ));
+        }
+        let ratios = self.ratio_rows();
+        if !ratios.is_empty() {
+            let _ = writeln!(s, "\nratios (first implementation / each other)");
+            s.push_str(&table(&["metric", "vs", "ratio", "better"], &ratios));
+        }
+        s
+    }
+
+    /// For each metric, the first implementation's value over each other's.
+    fn ratio_rows(&self) -> Vec<Vec<String>> {
+        let mut rows = Vec::new();
+        for m in self.metrics() {
+            let Some((base, bv)) = m.values.first() else {
+                continue;
+            };
+            for (other, ov) in m.values.iter().skip(1) {
+                // A zero (Rust's GC pause) has no meaningful ratio.
+                if *ov == 0.0 || *bv == 0.0 {
+                    continue;
+                }
+                let r = bv / ov;
+                let better = if (r > 1.0) == m.higher_is_better {
+                    base
+                } else {
+                    other
+                };
+                rows.push(vec![
+                    format!("{} ({})", m.name, m.unit),
+                    format!("{base}/{other}"),
+                    format!("{r:.2}"),
+                    better.clone(),
+                ]);
+            }
+        }
+        rows
+    }
+
+    /// The same report as JSON.
+    pub fn json(&self) -> Value {
+        let h = &self.header;
+        let results: Vec<Value> = self
+            .measurements
+            .iter()
+            .map(|m| {
+                let mut v = json!({
+                    "implementation": m.implementation,
+                    "scenario": m.scenario.name(),
+                });
+                let extra = match &m.outcome {
+                    Outcome::Load(r) => load_json(r),
+                    Outcome::Gc(g) => {
+                        let mut v = load_json(&g.load);
+                        if let Some(obj) = v.as_object_mut() {
+                            obj.insert(
+                                "gc".into(),
+                                match &g.gc {
+                                    None => {
+                                        json!({"source": "none (no collector)", "collections": 0})
+                                    }
+                                    Some(a) => json!({
+                                        "source": a.source,
+                                        "collections": a.collections,
+                                        "total_pause_ms": a.total_pause_ms,
+                                        "max_pause_ms": a.max_pause_ms,
+                                    }),
+                                },
+                            );
+                            obj.insert("rate".into(), json!(h.gc_rate));
+                        }
+                        v
+                    }
+                    Outcome::Flood(r) => json!({
+                        "status": "ok",
+                        "origin": r.origin,
+                        "far": r.far,
+                        "path": r.path,
+                        "hops": r.hops,
+                        "sent": r.sent,
+                        "seen": r.seen,
+                        "seconds": r.seconds,
+                        "updates_per_s": r.rate(),
+                        "latency_ns": latency_json(r.latency.as_ref()),
+                    }),
+                    Outcome::Idle(r) => json!({
+                        "status": "ok",
+                        "requested": r.requested,
+                        "opened": r.opened,
+                        "note": r.note,
+                        "rss_before_kb": r.rss_before_kb,
+                        "rss_after_kb": r.rss_after_kb,
+                        "bytes_per_connection": r.bytes_per_conn(),
+                        "iamat_check_ok": r.check.is_ok(),
+                        "iamat_check_ns": r.check.as_ref().ok().map(|d| d.as_nanos() as u64),
+                        "iamat_check_error": r.check.as_ref().err(),
+                        "steps": r.steps.iter().map(|st| json!({
+                            "connections": st.connections,
+                            "threads": st.threads,
+                            "rss_kb": st.rss_kb,
+                        })).collect::<Vec<_>>(),
+                    }),
+                    Outcome::Skipped(why) => json!({"status": "skipped", "reason": why}),
+                    Outcome::Failed(why) => json!({"status": "failed", "error": why}),
+                };
+                if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), extra) {
+                    obj.extend(more);
+                }
+                v
+            })
+            .collect();
+        let metrics: Vec<Value> = self
+            .metrics()
+            .into_iter()
+            .map(|m| {
+                json!({
+                    "metric": m.name,
+                    "unit": m.unit,
+                    "higher_is_better": m.higher_is_better,
+                    "values": m.values.iter().map(|(i, v)| json!({"implementation": i, "value": v})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "header": {
+                "date": h.date,
+                "nproc": h.nproc,
+                "kernel": h.kernel,
+                "commit": h.commit,
+                "loadavg": h.loadavg,
+                "servers": h.servers_from.as_deref().unwrap_or("release builds"),
+                "servers_log": true,
+                "bench_build": h.bench_build,
+                "setup": h.setup,
+                "duration_s": h.duration_s,
+                "warmup_s": h.warmup_s,
+                "connections": h.connections,
+                "depth": h.depth,
+                "clients": h.clients,
+                "idle": h.idle,
+                "gc_rate": h.gc_rate,
+            },
+            "results": results,
+            "metrics": metrics,
+        })
+    }
+}
+
+fn load_json(r: &LoadResult) -> Value {
+    json!({
+        "status": "ok",
+        "connections": r.connections,
+        "replies": r.replies,
+        "errors": r.errors,
+        "first_error": r.first_error,
+        "lost_connections": r.lost,
+        "seconds": r.seconds,
+        "throughput": r.throughput(),
+        "latency_ns": latency_json(r.latency.as_ref()),
+        "context_switches": r.sched.map(|sc| {
+            let per = r.switches_per_reply();
+            json!({
+                "threads": sc.threads,
+                "main_voluntary": sc.main.voluntary,
+                "main_involuntary": sc.main.involuntary,
+                "voluntary": sc.all.voluntary,
+                "involuntary": sc.all.involuntary,
+                "voluntary_per_reply": per.map(|p| p.0),
+                "involuntary_per_reply": per.map(|p| p.1),
+            })
+        }),
+    })
+}
+
+fn latency_cells(l: Option<&Summary>) -> Vec<String> {
+    match l {
+        Some(l) => [l.p50, l.p90, l.p99, l.max].map(human_ns).to_vec(),
+        None => vec!["-".into(); 4],
+    }
+}
+
+fn latency_json(l: Option<&Summary>) -> Value {
+    match l {
+        Some(l) => {
+            json!({"count": l.count, "p50": l.p50, "p90": l.p90, "p99": l.p99, "p999": l.p999, "max": l.max})
+        }
+        None => Value::Null,
+    }
+}
+
+fn other_row(imp: &str, outcome: &Outcome) -> Vec<String> {
+    let what = match outcome {
+        Outcome::Skipped(why) => format!("skipped: {why}"),
+        Outcome::Failed(why) => format!("FAILED: {why}"),
+        _ => String::new(),
+    };
+    vec![imp.to_string(), what]
+}
+
+/// Left-aligned columns; a row shorter than the header (a skipped run) runs
+/// its last cell across the rest.
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for row in rows.iter().filter(|r| r.len() == head.len()) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut s = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::from("  ");
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        s.push_str(l.trim_end());
+        s.push('\n');
+    };
+    line(head.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(tput_replies: u64) -> LoadResult {
+        LoadResult {
+            connections: 4,
+            replies: tput_replies,
+            errors: 0,
+            first_error: None,
+            lost: 0,
+            seconds: 1.0,
+            sched: None,
+            marks: Vec::new(),
+            latency: Some(Summary {
+                count: 3,
+                p50: 1_000,
+                p90: 2_000,
+                p99: 3_000_000,
+                p999: 3_500_000,
+                max: 4_000_000,
+            }),
+        }
+    }
+
+    fn report() -> Report {
+        let m = |imp: &str, scenario, outcome| Measurement {
+            implementation: imp.into(),
+            scenario,
+            outcome,
+        };
+        Report {
+            header: Header::default(),
+            measurements: vec![
+                m("rust", Scenario::Iamat, Outcome::Load(load(4000))),
+                m("asyncio", Scenario::Iamat, Outcome::Load(load(1000))),
+                m(
+                    "uvloop",
+                    Scenario::Iamat,
+                    Outcome::Skipped("no uvloop".into()),
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn text_has_the_figures_and_the_ratio() {
+        let t = report().text();
+        assert!(t.contains("4000"), "{t}");
+        assert!(t.contains("3.00ms"), "{t}");
+        assert!(t.contains("skipped: no uvloop"), "{t}");
+        assert!(t.contains("rust/asyncio  4.00   rust"), "{t}");
+    }
+
+    #[test]
+    fn json_has_the_figures() {
+        let j = report().json();
+        let r = &j["results"];
+        assert_eq!(r[0]["implementation"], "rust");
+        assert_eq!(r[0]["scenario"], "iamat");
+        assert_eq!(r[0]["throughput"].as_f64(), Some(4000.0));
+        assert_eq!(r[0]["latency_ns"]["p99"].as_u64(), Some(3_000_000));
+        assert_eq!(r[2]["status"], "skipped");
+        assert_eq!(j["metrics"][0]["values"][1]["value"].as_f64(), Some(1000.0));
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["a", "bb"], &[vec!["xxx".into(), "1".into()]]);
+        assert_eq!(t, "  a    bb\n  xxx  1\n");
+    }
+}
