@@ -89,13 +89,13 @@ impl fmt::Display for Sent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "catch-up sent {} positions ({} bytes, {} in all), compared {} nodes ({} bytes of hashes received) in {:.1} ms",
+            "catch-up of {} positions sent ({} bytes, {:.1} ms; {} nodes compared, {} bytes in all sent, {} bytes of hashes received)",
             self.positions,
             self.position_bytes,
-            self.bytes,
+            self.elapsed.as_secs_f64() * 1000.0,
             self.requests,
+            self.bytes,
             self.answer_bytes,
-            self.elapsed.as_secs_f64() * 1000.0
         )
     }
 }
@@ -362,13 +362,13 @@ impl fmt::Display for Received {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "catch-up received {} positions ({} new, {} bytes in all), answered {} nodes ({} bytes) in {:.1} ms",
+            "catch-up of {} positions received ({} new, {} bytes, {:.1} ms; {} nodes answered, {} bytes of hashes sent)",
             self.positions,
             self.new,
             self.bytes,
+            self.elapsed.as_secs_f64() * 1000.0,
             self.requests,
             self.answer_bytes,
-            self.elapsed.as_secs_f64() * 1000.0
         )
     }
 }

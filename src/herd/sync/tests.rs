@@ -175,6 +175,33 @@ fn stores_that_differ_in_k_positions_cost_in_proportion_to_k() {
 }
 
 #[test]
+fn the_summary_lines_say_what_crossed() {
+    let mut a = filled(300);
+    let mut b = Store::default();
+    let ab = run(&mut a, &mut b, 4096, |_, _, _| {});
+    let sent = ab.sent.to_string();
+    assert!(
+        sent.starts_with("catch-up of 300 positions sent (25200 bytes, "),
+        "{sent}"
+    );
+    assert!(
+        sent.ends_with(
+            "; 1 nodes compared, 25218 bytes in all sent, 181 bytes of hashes received)"
+        ),
+        "{sent}"
+    );
+    let received = ab.received.to_string();
+    assert!(
+        received.starts_with("catch-up of 300 positions received (300 new, 25218 bytes, "),
+        "{received}"
+    );
+    assert!(
+        received.ends_with("; 1 nodes answered, 181 bytes of hashes sent)"),
+        "{received}"
+    );
+}
+
+#[test]
 fn an_empty_receiver_gets_everything_in_one_round_trip_of_hashes() {
     let mut a = filled(5000);
     let mut b = Store::default();
@@ -391,7 +418,7 @@ fn live_updates_during_the_descent_are_not_lost() {
 }
 
 /// A herd of stores on a ring with chords: IAMATs at random servers while
-/// some links are down, live floods with the SPEC's rule (new -> every
+/// some links are down, live floods with the spec's rule (docs/spec.md §5: new -> every
 /// neighbour but the source), then the links come back with catch-ups. A
 /// catch-up that brought something new is followed by catch-ups from the
 /// receiver to its other neighbours (`rerun`), or its new positions are
