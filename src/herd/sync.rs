@@ -41,6 +41,11 @@ use crate::protocol::peer::{self, Hashes, TreeNode, MAX_LEAF_HASHES, TREE_NODES}
 /// A slice finishes at most this many leaves, even if they are empty, so
 /// that a call's work is bounded in a sparse store too.
 const MAX_LEAVES_PER_SLICE: u32 = 4096;
+/// At most this many `TREE` requests wait for their answers; the rest wait
+/// their turn here. So the receiver's unsent answers stay small (about
+/// 12 KiB of 16-hash answers) however much the stores differ, and a slow
+/// sender cannot make them pile up on the receiver's side of the link.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 64;
 
 /// What [`CatchUp::next_slice`] leaves to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +129,8 @@ pub struct CatchUp {
     /// A bit per tree node: asked about, answer not yet in.
     asked: Vec<u64>,
     outstanding: usize,
+    /// Requests waiting for a place in flight.
+    to_ask: VecDeque<TreeNode>,
     work: VecDeque<Work>,
     current: Option<Current>,
     sent: Sent,
@@ -138,6 +145,7 @@ impl CatchUp {
             ended: None,
             asked: vec![0; TREE_NODES.div_ceil(64)],
             outstanding: 0,
+            to_ask: VecDeque::new(),
             work: VecDeque::new(),
             current: None,
             sent: Sent {
@@ -158,6 +166,10 @@ impl CatchUp {
     }
 
     fn ask(&mut self, node: TreeNode, out: &mut Vec<u8>) {
+        if self.outstanding >= MAX_REQUESTS_IN_FLIGHT {
+            self.to_ask.push_back(node);
+            return;
+        }
         let id = node.id();
         if self.asked[id / 64] & 1 << (id % 64) != 0 {
             return;
@@ -183,7 +195,8 @@ impl CatchUp {
     }
 
     /// The receiver's `HASHES` for `node`: compares them with ours, writes the
-    /// requests for the children that differ into `out`, and queues what the
+    /// requests for the children that differ into `out` (at most
+    /// [`MAX_REQUESTS_IN_FLIGHT`] unanswered at once), and queues what the
     /// receiver lacks for the slices to send. Call [`CatchUp::next_slice`]
     /// afterwards: there may be something to send now.
     pub fn on_answer(
@@ -223,6 +236,12 @@ impl CatchUp {
             }
             _ => return Err(Unexpected(node)),
         }
+        while self.outstanding < MAX_REQUESTS_IN_FLIGHT {
+            let Some(next) = self.to_ask.pop_front() else {
+                break;
+            };
+            self.ask(next, out);
+        }
         Ok(())
     }
 
@@ -260,6 +279,7 @@ impl CatchUp {
                     },
                     None => {
                         self.sent.bytes += (out.len() - start) as u64;
+                        // Requests still to ask wait for answers to make room.
                         if self.outstanding > 0 {
                             return Progress::Waiting;
                         }

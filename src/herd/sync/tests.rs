@@ -38,8 +38,14 @@ pub(crate) fn run(
     let (mut to_receiver, mut to_sender) = (0, 0);
     let mut new_lines = Vec::new();
     let mut largest_slice = 0;
+    let mut in_flight = 0usize;
     for round in 0..10_000_000u64 {
         to_receiver += a2b.len() as u64;
+        in_flight += lines(&a2b).filter(|l| l.starts_with(b"TREE ")).count();
+        assert!(
+            in_flight <= MAX_REQUESTS_IN_FLIGHT,
+            "{in_flight} requests in flight"
+        );
         for line in lines(&a2b) {
             match parse_peer_message(line) {
                 PeerMessage::Tree { node } => incoming.on_tree(b, node, line.len(), now, &mut b2a),
@@ -67,6 +73,7 @@ pub(crate) fn run(
         }
         a2b.clear();
         to_sender += b2a.len() as u64;
+        in_flight -= lines(&b2a).count();
         for line in lines(&b2a) {
             let PeerMessage::Hashes { node, hashes } = parse_peer_message(line) else {
                 panic!("not an answer: {}", String::from_utf8_lossy(line));
