@@ -274,7 +274,7 @@ fn on_a_full_disk_iamats_are_refused_not_acknowledged_and_nothing_acknowledged_i
 }
 
 #[test]
-fn a_neighbour_that_reads_slowly_but_stays_alive_meets_the_backlog_bound() {
+fn a_neighbour_that_reads_slowly_but_stays_alive_is_not_dropped() {
     // Riley's neighbour Jaquez is played by this test: it welcomes Riley's
     // dial and answers PINGs (so the link is never silent), but reads only
     // a few bytes now and then, with a small receive buffer.
@@ -307,11 +307,12 @@ fn a_neighbour_that_reads_slowly_but_stays_alive_meets_the_backlog_bound() {
         }
     });
     let mut c = herd.server("Riley").connect();
-    // Bounded: at most 30 batches of 2,000 new positions with 1 KB client
-    // IDs (about 60 MB of updates for the link), or until it is dropped.
+    // 10 batches of 2,000 new positions with 1 KB client IDs: about 20 MB
+    // of updates for the link, which used to drop it at 8 MiB. Now what
+    // does not fit waits in Riley's queue for the link, one entry per
+    // client, and the link stays up.
     let pad = "x".repeat(1000);
-    let mut dropped = false;
-    for b in 0..30 {
+    for b in 0..10 {
         let mut batch = Vec::new();
         for i in 0..2_000 {
             batch.extend_from_slice(format!("IAMAT slow{b}-{i}-{pad} +1-1 1\n").as_bytes());
@@ -320,21 +321,13 @@ fn a_neighbour_that_reads_slowly_but_stays_alive_meets_the_backlog_bound() {
         for _ in 0..2_000 {
             c.read_line();
         }
-        if herd
-            .server("Riley")
-            .log_text()
-            .contains("peer output backlog over its bound")
-        {
-            dropped = true;
-            break;
-        }
     }
     stop.store(true, Ordering::Relaxed);
     beat.join().unwrap();
-    assert!(dropped, "the backlog bound was never reached");
     let log = herd.server("Riley").log_text();
-    assert!(
-        !log.contains("silent too long"),
-        "the silence rule fired first"
+    assert_eq!(
+        count(&log, "peer-out Jaquez#1 closed"),
+        0,
+        "the link stayed up"
     );
 }

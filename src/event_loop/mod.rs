@@ -86,6 +86,14 @@ const READ_CHUNK: usize = 64 * 1024;
 /// `maxmemory-clients`, for partial lines): past it, the largest holders are
 /// closed until the total is back under three quarters of it.
 pub const UNFINISHED_BUDGET: usize = 32 * 1024 * 1024;
+/// How many slices ([`crate::herd::peer_protocol::SLICE`]) a link's
+/// catch-up may write in one turn before the others get theirs.
+const SLICES_PER_TURN: usize = 4;
+/// What one turn reads of the state file while it loads, or writes of a
+/// compaction: a millisecond or so of work.
+const STATE_STEP: usize = 256 * 1024;
+/// The first step, before anything is served: a file this small is read whole.
+const FIRST_STATE_STEP: usize = 4 * 1024 * 1024;
 /// After EMFILE, accepting is retried this much later rather than spinning.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -143,6 +151,8 @@ struct Slot {
     closing: bool,
     /// On the list of connections to read again next turn.
     more_input: bool,
+    /// On the list of links to write more to next turn.
+    more_output: bool,
     /// An event said the other side has closed its sending half: read on
     /// until the end of file, which no further edge will announce.
     read_closed: bool,
@@ -235,6 +245,10 @@ pub struct EventLoop {
     actions: Vec<Action>,
     /// Connections whose last read filled the buffer: read again next turn.
     more_input: Vec<ConnRef>,
+    /// Links with more of a catch-up to write than one turn's share.
+    more_output: Vec<ConnRef>,
+    /// The state file is loading or compacting: a step every turn.
+    state_busy: bool,
     /// Bytes of unfinished lines held by all connections together.
     unfinished: usize,
     /// Peers written to while handling an event: flushed before the client.
@@ -297,22 +311,18 @@ impl EventLoop {
         );
         herd.secret = settings.secret;
         if let Some(path) = &settings.state_path {
-            let (state, loaded) = StateFile::open(path).map_err(|e| {
+            // Read in slices from the first turns on (`state_step`), so
+            // clients are served while a big file loads.
+            let state = StateFile::open_for_loading(path).map_err(|e| {
                 StartError::Io(format!(
                     "cannot open the state file {}: {e}",
                     path.display()
                 ))
             })?;
-            for u in &loaded.positions {
-                herd.store.update(&u.client, u.time_ns, &u.at_line);
-            }
             herd.log.event(format_args!(
-                "state file {}: {} good records, {} positions, {} damaged records skipped, {} torn bytes cut",
+                "state file {}: loading {} bytes of records",
                 path.display(),
-                loaded.positions.len(),
-                herd.store.len(),
-                loaded.skipped,
-                loaded.torn_bytes
+                state.load_stats().bytes
             ));
             herd.state = Some(state);
         }
@@ -323,6 +333,7 @@ impl EventLoop {
             herd.name
         ));
         herd.log.flush();
+        let herd_state_busy = herd.state.is_some();
         Ok(EventLoop {
             poll,
             conns: Slab::new(),
@@ -336,6 +347,8 @@ impl EventLoop {
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             actions: Vec::new(),
             more_input: Vec::new(),
+            more_output: Vec::new(),
+            state_busy: herd_state_busy,
             unfinished: 0,
             dirty_peers: Vec::new(),
             to_reap: Vec::new(),
@@ -356,6 +369,11 @@ impl EventLoop {
     /// connection.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        // A small state file is read whole before anything is served; a
+        // big one goes on a slice a turn.
+        if self.state_busy {
+            self.state_step(FIRST_STATE_STEP);
+        }
         for link in 0..self.herd.links.len() {
             self.dial(link);
         }
@@ -367,11 +385,12 @@ impl EventLoop {
         while self.stop.is_none() {
             // Phase 1: sleep until something is ready or a timer is due; not
             // at all if a connection still has input from the last turn.
-            let timeout = if self.more_input.is_empty() {
-                self.timers.time_until_next(Instant::now())
-            } else {
-                Some(Duration::ZERO)
-            };
+            let timeout =
+                if self.more_input.is_empty() && self.more_output.is_empty() && !self.state_busy {
+                    self.timers.time_until_next(Instant::now())
+                } else {
+                    Some(Duration::ZERO)
+                };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -381,6 +400,13 @@ impl EventLoop {
             // Phase 2: ready sockets, peers first; then the connections that
             // had more input than one read took last turn.
             let carried = std::mem::take(&mut self.more_input);
+            let carried_out = std::mem::take(&mut self.more_output);
+            for conn in carried_out {
+                if let Some(slot) = self.conns.get_mut(conn.key).filter(|s| s.gen == conn.gen) {
+                    slot.more_output = false;
+                    self.flush(conn);
+                }
+            }
             for peers_first in [true, false] {
                 for event in events.iter() {
                     if self.is_peer(event.token().0) == peers_first {
@@ -398,8 +424,12 @@ impl EventLoop {
             while let Some(event) = self.timers.pop_expired(now) {
                 self.on_timer(event, now);
             }
-            // Phase 4: write the state and the log, then free what closed
-            // (its FIN goes out after the log line that says why).
+            // Phase 4: a step of the state file's load or compaction, write
+            // the state and the log, then free what closed (its FIN goes out
+            // after the log line that says why).
+            if self.state_busy {
+                self.state_step(STATE_STEP);
+            }
             self.herd.flush_state();
             self.herd.log.flush();
             self.reap();
@@ -643,6 +673,7 @@ impl EventLoop {
                         self.apply_places(actions);
                     }
                     Action::Dial { link } => self.dial(link),
+                    Action::Resync { except } => self.resync(except),
                     Action::Close { conn, reason } => self.close(conn, reason),
                 }
             }
@@ -650,28 +681,62 @@ impl EventLoop {
     }
 
     /// Writes what is queued on a connection. A client that is done closes
-    /// once the socket has taken everything.
+    /// once the socket has taken everything. A peer link whose socket took
+    /// everything is asked for more (asyncio's `drain()` returning: the
+    /// catch-up's next slice, the updates that waited), a few slices a
+    /// turn; if it has still more, it goes on next turn, after the others.
     fn flush(&mut self, conn: ConnRef) {
-        let Some(slot) = self.conns.get_mut(conn.key) else {
-            return;
-        };
-        if slot.gen != conn.gen || slot.closing {
-            return;
-        }
-        let Some(transport) = slot.conn.transport() else {
-            return;
-        };
-        match transport.flush() {
-            Err(e) => self.close(conn, CloseReason::Io(format!("write error: {e}"))),
-            Ok(Flushed::All) => {
-                if let Conn::PeerOut { proto, .. } = &mut slot.conn {
-                    proto.drained();
-                }
-                if let Some(reason) = slot.draining.take() {
-                    self.close(conn, reason);
-                }
+        for _ in 0..SLICES_PER_TURN {
+            let Some(slot) = self.conns.get_mut(conn.key) else {
+                return;
+            };
+            if slot.gen != conn.gen || slot.closing {
+                return;
             }
-            Ok(Flushed::Pending) => {}
+            let is_link = matches!(slot.conn, Conn::PeerOut { .. });
+            let Some(transport) = slot.conn.transport() else {
+                return;
+            };
+            let had = transport.backlog();
+            let flushed = transport.flush();
+            let took_some = transport.backlog() < had;
+            match flushed {
+                Err(e) => return self.close(conn, CloseReason::Io(format!("write error: {e}"))),
+                Ok(Flushed::Pending) => {
+                    if let (true, Conn::PeerOut { proto, .. }) = (took_some, &mut slot.conn) {
+                        proto.took_some(Instant::now());
+                    }
+                    return;
+                }
+                Ok(Flushed::All) => {}
+            }
+            if let Some(reason) = slot.draining.take() {
+                return self.close(conn, reason);
+            }
+            if !is_link {
+                return;
+            }
+            let wrote = self.with_conn(conn, |c, ctx| match c {
+                Conn::PeerOut {
+                    transport, proto, ..
+                } => {
+                    if took_some {
+                        proto.took_some(ctx.now);
+                    }
+                    proto.drained(ctx, transport)
+                }
+                _ => false,
+            });
+            self.apply();
+            if wrote != Some(true) {
+                return;
+            }
+        }
+        if let Some(slot) = self.conns.get_mut(conn.key) {
+            if !slot.more_output {
+                slot.more_output = true;
+                self.more_output.push(conn);
+            }
         }
     }
 
@@ -786,6 +851,7 @@ impl EventLoop {
             gen: me.gen,
             closing: false,
             more_input: false,
+            more_output: false,
             read_closed: false,
             draining: None,
             unfinished: 0,
@@ -1017,10 +1083,24 @@ impl EventLoop {
             }
             HerdEvent::Heartbeat => {
                 self.heartbeat();
-                self.herd.compact_state();
+                if !self.state_busy {
+                    self.state_step(STATE_STEP);
+                }
                 self.timers
                     .call_later(now, HEARTBEAT, TimerEvent::Herd(HerdEvent::Heartbeat));
             }
+        }
+    }
+
+    /// One step of the state file's load or compaction, about `budget` bytes
+    /// of file. A load that ends starts a catch-up on every link: what it
+    /// read may be news to neighbours that linked up meanwhile.
+    fn state_step(&mut self, budget: usize) {
+        let loading = self.herd.state.as_ref().is_some_and(|s| s.is_loading());
+        self.state_busy = self.herd.state_step(budget);
+        if loading && !self.state_busy {
+            self.resync(None);
+            self.flush_dirty_peers();
         }
     }
 

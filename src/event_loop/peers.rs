@@ -109,6 +109,30 @@ impl EventLoop {
         }
     }
 
+    /// A catch-up on every link that is up, except `except`'s
+    /// ([`crate::herd::actions::Action::Resync`]).
+    pub(super) fn resync(&mut self, except: Option<usize>) {
+        for link in 0..self.herd.links.len() {
+            if Some(link) == except {
+                continue;
+            }
+            let Some(conn) = self.herd.links[link].up_conn() else {
+                continue;
+            };
+            self.with_conn(conn, |c, ctx| {
+                if let Conn::PeerOut {
+                    transport, proto, ..
+                } = c
+                {
+                    proto.resync(ctx, transport);
+                }
+            });
+            if !self.dirty_peers.contains(&conn.key) {
+                self.dirty_peers.push(conn.key);
+            }
+        }
+    }
+
     /// Writes every peer connection written to since the last call.
     pub(super) fn flush_dirty_peers(&mut self) {
         // A flush may close a link, and what that asks for may write more.

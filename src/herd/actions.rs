@@ -32,6 +32,9 @@ pub enum Action {
     },
     /// Open our link to neighbour `link` (asyncio's `open_connection`).
     Dial { link: usize },
+    /// A catch-up brought something new: run a catch-up to every neighbour
+    /// whose link is up, except `except` (where it came from).
+    Resync { except: Option<usize> },
     /// Close a connection (asyncio's `transport.close()`): one last flush of
     /// what is queued, FIN, and the slot is freed at the end of the turn.
     Close { conn: ConnRef, reason: CloseReason },

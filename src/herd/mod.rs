@@ -290,14 +290,6 @@ impl Herd {
         }
     }
 
-    /// The state file's upkeep, from the heartbeat: one step of a
-    /// compaction, begun when the file has grown to many more records than
-    /// positions. (A loop that calls [`Herd::state_step`] every turn while it
-    /// returns true gets it done faster, in smaller steps.)
-    pub fn compact_state(&mut self) {
-        self.state_step(COMPACT_STEP_FROM_HEARTBEAT);
-    }
-
     /// One bounded step of the state file's work: reading its records into
     /// the store while a load ([`state::StateFile::open_for_loading`]) runs,
     /// else a slice of a compaction, begun when the file has grown. About
@@ -362,9 +354,6 @@ impl Herd {
         }
     }
 }
-
-/// What one heartbeat's compaction step writes: 1 MiB, a millisecond or so.
-const COMPACT_STEP_FROM_HEARTBEAT: usize = 1 << 20;
 
 fn invalid(line: &[u8]) -> ClientAction {
     let mut reply = Vec::with_capacity(line.len() + 3);

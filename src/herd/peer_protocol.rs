@@ -9,11 +9,14 @@
 //! queue, schedules through [`Ctx::timers`] and returns [`Action`]s; the loop
 //! (`event_loop/`) owns the sockets, the connect and the close.
 
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::actions::{Action, CloseReason, Ctx, HerdEvent};
 use super::auth::Role;
 use super::link::LinkState;
+use super::store::{client_field, EntryId};
+use super::sync::{CatchUp, Incoming, Progress};
 use crate::log::Escaped;
 use crate::log::Part::{self, Bytes, Num, Str};
 use crate::protocol::peer::{self, PeerMessage, MAX_PEER_LINE};
@@ -25,12 +28,19 @@ pub const LINK_TIMEOUT: Duration = Duration::from_secs(2);
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// ...and a link silent this long is dead, even if TCP has not noticed.
 pub const SILENCE: Duration = Duration::from_secs(5);
-/// A neighbour whose unsent updates exceed this (beyond its catch-up) is
-/// dropped and re-synced later by the catch-up.
-pub const PEER_BACKLOG: usize = 8 * 1024 * 1024;
+/// Past this much unsent output on a link, flooded updates wait in the
+/// link's queue, coalesced by client, instead of in the transport: so what
+/// waits for a slow neighbour is bounded by the number of clients, not by
+/// the update rate (see docs/protocol.md, "Backpressure").
+pub const COALESCE_ABOVE: usize = 1024 * 1024;
+/// What one [`PeerOutProtocol::drained`] writes at most: a slice of the
+/// catch-up or of the waiting updates (asyncio's `drain()` then `write`).
+pub const SLICE: usize = 64 * 1024;
 /// What we may owe a neighbour on its own connection to us (WELCOME,
-/// REFUSED, PONGs): one that sends PINGs and never reads is dropped here.
-pub const PEER_IN_BACKLOG: usize = 64 * 1024;
+/// REFUSED, PONGs, a catch-up's answers: at most
+/// [`super::sync::MAX_REQUESTS_IN_FLIGHT`] of them, each at most about 11 KiB): one
+/// that sends PINGs and never reads is dropped here.
+pub const PEER_IN_BACKLOG: usize = 1024 * 1024;
 
 /// Our dialed connection to a neighbour: we send, it answers.
 #[derive(Debug)]
@@ -39,10 +49,33 @@ pub struct PeerOutProtocol {
     pub id: u64,
     pub link: usize,
     lines: LineReader,
+    /// The last time the neighbour said something or the socket took some
+    /// of what we sent.
     last_heard: Instant,
-    /// How much unsent output is tolerated (more while a catch-up drains).
-    allowance: usize,
     handshake: OutHandshake,
+    /// This direction's catch-up, while it runs ([`sync::CatchUp`]).
+    catch_up: Option<Box<CatchUp>>,
+    /// Another catch-up is wanted once this one is over.
+    again: bool,
+    /// Whether the neighbour answers `TREE` (the counterparts do not).
+    trees: Trees,
+    /// PINGs sent and not yet answered.
+    pings_in_flight: u32,
+    /// Updates waiting for the socket to drain, coalesced by client: each
+    /// entry is sent once, as the client's position when it goes out.
+    waiting: VecDeque<EntryId>,
+    queued: HashSet<EntryId>,
+}
+
+/// What the neighbour is known to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trees {
+    Unknown {
+        /// PINGs sent before our first `TREE /`: their PONGs say nothing.
+        pongs_to_skip: u32,
+    },
+    Yes,
+    No,
 }
 
 /// The herd-secret handshake, seen from the dialer.
@@ -67,6 +100,8 @@ pub struct PeerInProtocol {
     /// With a herd secret: our CHALLENGE to neighbour `link` carried `nonce`.
     challenged: Option<(usize, String)>,
     closed: bool,
+    /// The catch-up the neighbour is sending us, counted for its summary.
+    incoming: Incoming,
 }
 
 /// The log line for an update sent on our link to `name` (connection `id`).
@@ -89,8 +124,13 @@ impl PeerOutProtocol {
             link,
             lines: LineReader::default(),
             last_heard: now,
-            allowance: PEER_BACKLOG,
             handshake: OutHandshake::Open,
+            catch_up: None,
+            again: false,
+            trees: Trees::Unknown { pongs_to_skip: 0 },
+            pings_in_flight: 0,
+            waiting: VecDeque::new(),
+            queued: HashSet::new(),
         }
     }
 
@@ -178,7 +218,11 @@ impl PeerOutProtocol {
     ) -> bool {
         let link = self.link;
         let message = peer::parse_peer_message(line);
-        if !matches!(message, PeerMessage::Pong | PeerMessage::Blank) {
+        // A catch-up's answers are summed up in one line, not logged each.
+        if !matches!(
+            message,
+            PeerMessage::Pong | PeerMessage::Blank | PeerMessage::Hashes { .. }
+        ) {
             ctx.herd.log.event(format_args!(
                 "peer-out {}#{} < {}",
                 ctx.herd.links[link].name,
@@ -215,7 +259,7 @@ impl PeerOutProtocol {
                             "WELCOME received",
                             &mut herd.log,
                         );
-                        self.catch_up(ctx, transport);
+                        self.start_catch_up(ctx, transport);
                     }
                 }
                 false
@@ -226,7 +270,22 @@ impl PeerOutProtocol {
             }
             PeerMessage::Pong => {
                 ctx.herd.heartbeats_received += 1;
+                self.pong_received(ctx);
                 false
+            }
+            PeerMessage::Hashes { node, hashes } => {
+                self.trees = Trees::Yes;
+                let Some(c) = self.catch_up.as_mut() else {
+                    self.fail(ctx, "HASHES with no catch-up running".to_string());
+                    return true;
+                };
+                match c.on_answer(&ctx.herd.store, node, &hashes, transport.out_buf()) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        self.fail(ctx, e.to_string());
+                        true
+                    }
+                }
             }
             PeerMessage::Blank => false,
             _ => {
@@ -271,45 +330,150 @@ impl PeerOutProtocol {
         Ok(())
     }
 
-    /// When the link comes up, the neighbour gets every position we know.
-    fn catch_up(&mut self, ctx: &mut Ctx, transport: &mut dyn WriteTransport) {
-        let herd = &mut *ctx.herd;
-        let before = transport.get_write_buffer_size();
-        let out = transport.out_buf();
-        let start = out.len();
-        for position in herd.store.positions() {
-            peer::write_update(out, &position.at_line);
+    /// Starts this direction's catch-up ([`sync`]): the first request now,
+    /// the positions in slices as the socket drains ([`Self::drained`]).
+    fn start_catch_up(&mut self, ctx: &mut Ctx, transport: &mut dyn WriteTransport) {
+        let catch_up = match self.trees {
+            Trees::No => CatchUp::plain(ctx.now),
+            Trees::Unknown { .. } => {
+                self.trees = Trees::Unknown {
+                    pongs_to_skip: self.pings_in_flight,
+                };
+                CatchUp::start(&ctx.herd.store, ctx.now, transport.out_buf())
+            }
+            Trees::Yes => CatchUp::start(&ctx.herd.store, ctx.now, transport.out_buf()),
+        };
+        self.catch_up = Some(Box::new(catch_up));
+        self.end_catch_up_if_done(ctx);
+    }
+
+    /// Something new arrived from elsewhere by a catch-up: this neighbour may
+    /// lack it too, so catch up again (after the one running, if any).
+    pub fn resync(&mut self, ctx: &mut Ctx, transport: &mut dyn WriteTransport) {
+        if ctx.herd.links[self.link].up_conn() != Some(ctx.me) {
+            return;
         }
-        let bytes = out.len() - start;
-        self.allowance = PEER_BACKLOG + (transport.get_write_buffer_size() - before);
-        herd.log.event(format_args!(
-            "link {}: catch-up of {} positions sent ({bytes} bytes)",
-            herd.links[self.link].name,
-            herd.store.len()
+        if self.catch_up.is_some() {
+            self.again = true;
+        } else {
+            self.start_catch_up(ctx, transport);
+        }
+    }
+
+    /// A PONG: with our first `TREE /` still unanswered, it answers a PING
+    /// sent after it, so the neighbour ignored the request: it keeps the
+    /// full catch-up (the counterparts do), and gets that instead.
+    fn pong_received(&mut self, ctx: &mut Ctx) {
+        self.pings_in_flight = self.pings_in_flight.saturating_sub(1);
+        let Trees::Unknown { pongs_to_skip } = &mut self.trees else {
+            return;
+        };
+        if *pongs_to_skip > 0 {
+            *pongs_to_skip -= 1;
+            return;
+        }
+        if self
+            .catch_up
+            .as_ref()
+            .is_some_and(|c| c.awaits_first_answer())
+        {
+            self.trees = Trees::No;
+            self.catch_up = Some(Box::new(CatchUp::plain(ctx.now)));
+            ctx.herd.log.event(format_args!(
+                "link {}: the neighbour does not answer TREE: sending every position",
+                ctx.herd.links[self.link].name
+            ));
+        }
+    }
+
+    /// Logs a catch-up that is over, and starts the next one if one is wanted.
+    fn end_catch_up_if_done(&mut self, ctx: &mut Ctx) {
+        let Some(c) = self.catch_up.take_if(|c| c.is_done()) else {
+            return;
+        };
+        ctx.herd.log.event(format_args!(
+            "link {}: {}",
+            ctx.herd.links[self.link].name,
+            c.sent(ctx.now)
         ));
     }
 
-    /// Sends one flooded update; past the backlog bound the link is dropped.
+    /// Sends one flooded update. Behind a full socket it waits in the queue
+    /// instead, coalesced with the client's later updates.
     pub fn send_update(&mut self, ctx: &mut Ctx, at: &[u8], transport: &mut dyn WriteTransport) {
+        if !self.waiting.is_empty() || transport.get_write_buffer_size() > COALESCE_ABOVE {
+            if let Some(id) = client_field(at).and_then(|c| ctx.herd.store.entry_id(c)) {
+                if self.queued.insert(id) {
+                    self.waiting.push_back(id);
+                }
+                return;
+            }
+        }
+        self.write_update(ctx, at, transport);
+    }
+
+    fn write_update(&self, ctx: &mut Ctx, at: &[u8], transport: &mut dyn WriteTransport) {
         peer::write_update(transport.out_buf(), at);
         let name = &ctx.herd.links[self.link].name;
         ctx.herd.log.line(&sent_line(name, self.id, at));
-        if transport.get_write_buffer_size() > self.allowance {
-            self.fail(ctx, CloseReason::PeerBacklog.to_string());
+    }
+
+    /// asyncio's `drain()` returning: the socket has taken everything. Writes
+    /// the next slice: the updates that waited first, then the catch-up's.
+    /// True if it wrote something or has more to write (the loop then
+    /// flushes and asks again, a few times a turn).
+    pub fn drained(&mut self, ctx: &mut Ctx, transport: &mut dyn WriteTransport) -> bool {
+        let before = transport.get_write_buffer_size();
+        while transport.get_write_buffer_size() - before < SLICE {
+            let Some(id) = self.waiting.pop_front() else {
+                break;
+            };
+            self.queued.remove(&id);
+            let herd = &mut *ctx.herd;
+            if let Some(p) = herd.store.position_of(id) {
+                peer::write_update(transport.out_buf(), p.at_line.0);
+                let name = &herd.links[self.link].name;
+                herd.log.line(&sent_line(name, self.id, p.at_line.0));
+            }
         }
+        let written = transport.get_write_buffer_size() - before;
+        let mut more = !self.waiting.is_empty();
+        if !more && written < SLICE {
+            if let Some(c) = self.catch_up.as_mut() {
+                match c.next_slice(
+                    &ctx.herd.store,
+                    SLICE - written,
+                    ctx.now,
+                    transport.out_buf(),
+                ) {
+                    Progress::More => more = true,
+                    Progress::Waiting => {}
+                    Progress::Done => {
+                        self.end_catch_up_if_done(ctx);
+                        if std::mem::take(&mut self.again) {
+                            self.start_catch_up(ctx, transport);
+                        }
+                    }
+                }
+            }
+        }
+        more || transport.get_write_buffer_size() > before
     }
 
-    /// The transport is empty again: the catch-up's extra allowance is spent.
-    pub fn drained(&mut self) {
-        self.allowance = PEER_BACKLOG;
+    /// The socket took some of what was queued: the neighbour is reading,
+    /// however slowly, so it is not silent.
+    pub fn took_some(&mut self, now: Instant) {
+        self.last_heard = now;
     }
 
-    /// The heartbeat: PING, or drop a link silent for too long.
+    /// The heartbeat: PING, or drop a link that has made no progress (said
+    /// nothing, taken nothing) for too long.
     pub fn heartbeat(&mut self, ctx: &mut Ctx, transport: &mut dyn WriteTransport) {
         if ctx.now.duration_since(self.last_heard) > SILENCE {
             ctx.close(CloseReason::SilentTooLong);
         } else if ctx.herd.links[self.link].up_conn() == Some(ctx.me) {
             transport.write(b"PING\n");
+            self.pings_in_flight += 1;
             ctx.herd.heartbeats_sent += 1;
         }
     }
@@ -336,6 +500,7 @@ impl PeerInProtocol {
             last_heard: ctx.now,
             challenged: None,
             closed: false,
+            incoming: Incoming::default(),
         }
     }
 
@@ -404,6 +569,10 @@ impl PeerInProtocol {
         let Some(link) = self.link else {
             return;
         };
+        // A catch-up cut short may have brought something new all the same.
+        if self.incoming.new_so_far() > 0 {
+            ctx.actions.push(Action::Resync { except: Some(link) });
+        }
         let l = &mut ctx.herd.links[link];
         if l.incoming == Some(ctx.me) {
             l.incoming = None;
@@ -442,7 +611,15 @@ impl PeerInProtocol {
         let message = peer::parse_peer_message(line);
         let herd = &mut *ctx.herd;
         let name = self.link.map_or("?", |l| herd.links[l].name.as_str());
-        if !matches!(message, PeerMessage::Ping | PeerMessage::Blank) {
+        // A catch-up is summed up in one line when it ends, not logged each.
+        if !matches!(
+            message,
+            PeerMessage::Ping
+                | PeerMessage::Blank
+                | PeerMessage::Tree { .. }
+                | PeerMessage::Sync(_)
+                | PeerMessage::Synced { .. }
+        ) {
             herd.log.line(&[
                 Str("peer-in "),
                 Str(name),
@@ -464,6 +641,25 @@ impl PeerInProtocol {
             (PeerMessage::Ping, Some(_)) => {
                 herd.heartbeats_received += 1;
                 transport.write(b"PONG\n");
+            }
+            (PeerMessage::Tree { node }, Some(_)) => {
+                let out = transport.out_buf();
+                self.incoming
+                    .on_tree(&herd.store, node, line.len(), ctx.now, out);
+            }
+            (PeerMessage::Sync(update), Some(_)) => {
+                // Stored, not flooded on: what the catch-up brought goes to
+                // the other neighbours by their catch-ups (docs/protocol.md).
+                let new = herd.catch_up_update(&update);
+                self.incoming.on_sync(line.len(), new, ctx.now);
+            }
+            (PeerMessage::Synced { positions }, Some(from)) => {
+                let r = self.incoming.on_synced(positions, line.len(), ctx.now);
+                herd.log
+                    .event(format_args!("link from {}: {r}", herd.links[from].name));
+                if r.new > 0 {
+                    ctx.actions.push(Action::Resync { except: Some(from) });
+                }
             }
             (PeerMessage::Blank, _) => {}
             (PeerMessage::Hello { name, nonce }, None) => {
@@ -626,8 +822,13 @@ mod tests {
                     .with(THEM, |ctx| inn.data_received(ctx, &bytes, back));
                 let bytes = std::mem::take(&mut self.to_riley);
                 let (out, fwd) = (&mut self.out, &mut self.to_jaquez);
-                self.riley
-                    .with(ME, |ctx| out.data_received(ctx, &bytes, fwd));
+                self.riley.with(ME, |ctx| {
+                    out.data_received(ctx, &bytes, fwd);
+                    // As the loop does when the socket has taken everything.
+                    if fwd.is_empty() {
+                        out.drained(ctx, fwd);
+                    }
+                });
             }
             panic!("the two ends never went quiet");
         }
@@ -649,20 +850,16 @@ mod tests {
         p.pump();
         assert_eq!(p.riley.herd.links[0].up_conn(), Some(ME));
         assert_eq!(p.jaquez.herd.links[0].incoming, Some(THEM));
-        // The catch-up reached Jaquez, which stored it and would flood it on.
+        // The catch-up reached Jaquez, which stored it and would catch up
+        // its other neighbours (Jaquez never dialed Riley, so the HELLO also
+        // makes it dial back).
         assert!(p.jaquez.herd.store.get(b"kiwi").is_some());
-        // (Jaquez never dialed Riley, so the HELLO also makes it dial back.)
         let actions = p.jaquez.take_actions();
-        assert!(
-            matches!(
-                &actions[..],
-                [
-                    Action::Dial { link: 0 },
-                    Action::Flood { from: Some(0), .. }
-                ]
-            ),
-            "{actions:?}"
+        assert_eq!(
+            actions,
+            vec![Action::Dial { link: 0 }, Action::Resync { except: Some(0) }]
         );
+        assert!(p.out.catch_up.is_none(), "the catch-up is over");
         // The dial's and the greeting's timeouts were cancelled.
         let due = p.riley.advance(LINK_TIMEOUT * 2);
         assert!(due.is_empty(), "{due:?}");
@@ -755,19 +952,72 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_past_the_backlog_bound_drops_the_link() {
+    fn behind_a_full_socket_updates_wait_coalesced_by_client() {
         let mut p = Pair::new(None);
         p.pump();
         p.riley.take_actions();
-        let mut stuck = vec![0u8; PEER_BACKLOG];
+        let mut stuck = vec![0u8; COALESCE_ABOVE + 1];
         let (o, r) = (&mut p.out, &mut p.riley);
+        for t in 1..=1000 {
+            let client = format!("c{}", t % 10);
+            let at = format!("AT Riley +0.1 {client} +1+1 {t}");
+            r.herd
+                .store
+                .update(client.as_bytes(), t * 1_000_000_000, at.as_bytes());
+            r.with(ME, |ctx| o.send_update(ctx, at.as_bytes(), &mut stuck));
+        }
+        // Nothing was written behind the full socket, nothing was dropped.
+        assert_eq!(stuck.len(), COALESCE_ABOVE + 1);
+        assert!(r.take_actions().is_empty());
+        // Once it drains, each client goes out once, at its newest.
+        let mut out = Vec::new();
+        r.with(ME, |ctx| assert!(o.drained(ctx, &mut out)));
+        let sent = text(&out);
+        assert_eq!(sent.lines().count(), 10, "{sent}");
+        assert!(sent.contains("c0 +1+1 1000\n") && sent.contains("c1 +1+1 991\n"));
+        r.with(ME, |ctx| assert!(!o.drained(ctx, &mut Vec::new())));
+    }
+
+    #[test]
+    fn drained_goes_on_while_the_catch_up_has_leaves_to_walk() {
+        let mut p = Pair::new(None);
+        p.pump();
+        let (o, r) = (&mut p.out, &mut p.riley);
+        r.with(ME, |ctx| o.resync(ctx, &mut Vec::new()));
+        o.trees = Trees::No;
+        o.catch_up = Some(Box::new(CatchUp::plain(r.now)));
+        let mut rounds = 0;
         r.with(ME, |ctx| {
-            o.send_update(ctx, b"AT Riley +0.1 kiwi +1+1 1", &mut stuck)
+            while o.drained(ctx, &mut Vec::new()) {
+                rounds += 1;
+            }
         });
-        assert!(matches!(
-            &closes(&p.riley.take_actions())[..],
-            [CloseReason::LinkFailed(_)]
-        ));
+        // 65,536 leaves, at most 4,096 a slice, even with nothing to send.
+        assert_eq!(rounds, 16);
+    }
+
+    #[test]
+    fn a_neighbour_that_ignores_tree_gets_every_position_as_updates() {
+        // Riley dials a counterpart (asyncio's herd keeps the full catch-up):
+        // it ignores TREE / and answers the next PING.
+        let mut p = Pair::new(None);
+        assert!(p
+            .riley
+            .herd
+            .store
+            .update(b"kiwi", 1_000_000_000, b"AT Riley +0.1 kiwi +1+1 1"));
+        let (o, r) = (&mut p.out, &mut p.riley);
+        let mut out = Vec::new();
+        r.with(ME, |ctx| {
+            o.data_received(ctx, b"WELCOME Jaquez\n", &mut out)
+        });
+        assert_eq!(text(&out), "TREE /\n");
+        r.with(ME, |ctx| o.heartbeat(ctx, &mut out));
+        r.with(ME, |ctx| o.data_received(ctx, b"PONG\n", &mut out));
+        let mut out = Vec::new();
+        r.with(ME, |ctx| while o.drained(ctx, &mut out) {});
+        assert_eq!(text(&out), "AT Riley +0.1 kiwi +1+1 1\n");
+        assert!(o.catch_up.is_none());
     }
 
     #[test]

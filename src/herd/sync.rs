@@ -134,13 +134,36 @@ pub struct CatchUp {
     work: VecDeque<Work>,
     current: Option<Current>,
     sent: Sent,
+    /// A neighbour that does not answer `TREE` (the counterparts keep the
+    /// full catch-up): every line, as plain `AT` updates, and no `SYNCED`.
+    plain: bool,
 }
 
 impl CatchUp {
     /// Starts a catch-up when the link comes up: writes the first request
     /// (or, with nothing to send, `SYNCED 0`) into `out`.
     pub fn start(store: &Store, now: Instant, out: &mut Vec<u8>) -> CatchUp {
-        let mut c = CatchUp {
+        let mut c = CatchUp::new(now);
+        if store.is_empty() {
+            c.finish(now, out);
+        } else {
+            c.ask(TreeNode::ROOT, out);
+        }
+        c
+    }
+
+    /// The full catch-up, for a neighbour that does not answer `TREE`: every
+    /// line the store holds, in slices, as `AT` updates that any server
+    /// accepts.
+    pub fn plain(now: Instant) -> CatchUp {
+        let mut c = CatchUp::new(now);
+        c.plain = true;
+        c.work.push_back(Work::All(TreeNode::ROOT));
+        c
+    }
+
+    fn new(now: Instant) -> CatchUp {
+        CatchUp {
             started: now,
             ended: None,
             asked: vec![0; TREE_NODES.div_ceil(64)],
@@ -156,13 +179,8 @@ impl CatchUp {
                 answer_bytes: 0,
                 elapsed: Duration::ZERO,
             },
-        };
-        if store.is_empty() {
-            c.finish(now, out);
-        } else {
-            c.ask(TreeNode::ROOT, out);
+            plain: false,
         }
-        c
     }
 
     fn ask(&mut self, node: TreeNode, out: &mut Vec<u8>) {
@@ -183,10 +201,24 @@ impl CatchUp {
     }
 
     fn finish(&mut self, now: Instant, out: &mut Vec<u8>) {
-        let before = out.len();
-        peer::write_synced(out, self.sent.positions);
-        self.sent.bytes += (out.len() - before) as u64;
+        if !self.plain {
+            let before = out.len();
+            peer::write_synced(out, self.sent.positions);
+            self.sent.bytes += (out.len() - before) as u64;
+        }
         self.ended = Some(now);
+    }
+
+    /// True for the full catch-up of [`CatchUp::plain`].
+    pub fn is_plain(&self) -> bool {
+        self.plain
+    }
+
+    /// True until the first answer arrives (a neighbour that answers a
+    /// `PING` sent after our `TREE /` before answering it does not speak
+    /// trees).
+    pub fn awaits_first_answer(&self) -> bool {
+        !self.plain && self.ended.is_none() && self.sent.answer_bytes == 0
     }
 
     /// True once `SYNCED` is written.
@@ -289,6 +321,7 @@ impl CatchUp {
                 },
             };
             let sent = &mut self.sent;
+            let plain = self.plain;
             leaves += store.walk(&mut current.walk, MAX_LEAVES_PER_SLICE - leaves, |line| {
                 let known = current
                     .except
@@ -296,7 +329,11 @@ impl CatchUp {
                     .is_some_and(|theirs| theirs.binary_search(&hash64(line)).is_ok());
                 if !known {
                     let before = out.len();
-                    peer::write_sync(out, line);
+                    if plain {
+                        peer::write_update(out, line);
+                    } else {
+                        peer::write_sync(out, line);
+                    }
                     sent.positions += 1;
                     sent.position_bytes += (out.len() - before) as u64;
                 }
@@ -394,6 +431,11 @@ impl fmt::Display for Received {
 }
 
 impl Incoming {
+    /// Positions new here that this catch-up has brought so far.
+    pub fn new_so_far(&self) -> u64 {
+        self.received.new
+    }
+
     fn begin(&mut self, now: Instant) {
         self.started.get_or_insert(now);
     }

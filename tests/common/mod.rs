@@ -509,8 +509,7 @@ pub fn data_segments_received(stream: &TcpStream) -> u32 {
 /// little of what a server sends to a client that does not read: the
 /// server's own backlog rule then meets it after a few hundred kilobytes
 /// rather than megabytes, whatever the implementation.
-pub fn shrink_receive_buffer(stream: &TcpStream, bytes: i32) {
-    use std::os::fd::AsRawFd;
+pub fn shrink_receive_buffer(stream: &impl std::os::fd::AsRawFd, bytes: i32) {
     extern "C" {
         fn setsockopt(fd: i32, level: i32, name: i32, value: *const i32, len: u32) -> i32;
     }
