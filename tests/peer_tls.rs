@@ -3,11 +3,6 @@
 //! from the test with rustls, mixed plaintext/TLS pairs, and a TLS herd of
 //! five through flooding, catch-up and rejoin.
 //!
-//! Every test is ignored until the event loop puts peer links on the TLS
-//! transport (`src/tls/`); until then a server started with the peer TLS
-//! options says its links are plaintext. Run them with
-//! `cargo test --test peer_tls -- --ignored`.
-//!
 //! The certificates come from the library's `HerdCa` rather than `proxy-herd
 //! certs`, because that command drops the CA key and these tests need the
 //! herd's CA to issue more: an expired certificate, another server's.
@@ -315,7 +310,6 @@ fn start_tls(herd: &mut Herd, pki: &Pki, i: usize, config: Option<&Path>) {
 const KIWI: &str = "+34.068930-118.445127";
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn a_sniffing_proxy_between_two_tls_servers_sees_no_at_text() {
     let p = proxied_pair("tls-sniff");
     p.herd.wait_all_links_up();
@@ -337,7 +331,6 @@ fn a_sniffing_proxy_between_two_tls_servers_sees_no_at_text() {
 }
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn bytes_flipped_or_injected_on_the_path_break_the_link_and_are_never_stored() {
     let p = proxied_pair("tls-tamper");
     p.herd.wait_all_links_up();
@@ -367,7 +360,6 @@ fn bytes_flipped_or_injected_on_the_path_break_the_link_and_are_never_stored() {
 }
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn certificates_from_another_ca_for_another_name_or_expired_are_refused() {
     let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
     let mut herd = Herd::new("tls-refused", shape);
@@ -418,7 +410,6 @@ fn certificates_from_another_ca_for_another_name_or_expired_are_refused() {
 }
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn a_dialler_refuses_a_neighbour_whose_certificate_is_for_another_name() {
     let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
     let mut herd = Herd::new("tls-wrong-neighbour", shape);
@@ -456,7 +447,6 @@ fn a_dialler_refuses_a_neighbour_whose_certificate_is_for_another_name() {
 }
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn a_mixed_plaintext_and_tls_pair_is_refused_on_both_sides_at_once() {
     let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
     let mut herd = Herd::new("tls-mixed", shape);
@@ -485,7 +475,6 @@ fn a_mixed_plaintext_and_tls_pair_is_refused_on_both_sides_at_once() {
 }
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn a_tls_herd_of_five_floods_catches_up_and_rejoins() {
     let mut herd = Herd::new("tls-five", DEFAULT_HERD);
     let names: Vec<&str> = DEFAULT_HERD.iter().map(|(n, _)| *n).collect();
