@@ -518,3 +518,68 @@ fn a_tls_herd_of_five_floods_catches_up_and_rejoins() {
         );
     }
 }
+
+#[test]
+fn a_stalled_handshake_blocks_nobody_and_is_dropped_in_time() {
+    let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
+    let mut herd = Herd::new("tls-stalled", shape);
+    let pki = Pki::new(&herd.dir.path("tls"), &["Riley", "Jaquez"]);
+    start_tls(&mut herd, &pki, 1, None);
+    let jaquez_peer = herd.members[1].peer_port;
+    // Half a ClientHello record, then nothing: the handshake stalls.
+    let mut stalled = TcpStream::connect(("127.0.0.1", jaquez_peer)).unwrap();
+    stalled.write_all(&[22, 3, 1, 0, 200, 1, 0]).unwrap();
+    // Meanwhile a client is answered and a real neighbour links.
+    let at = herd.iamat("Jaquez", "kiwi.cs.ucla.edu", KIWI, "1621464827.5");
+    assert!(at.starts_with("AT Jaquez"), "{at}");
+    let good = PeerTls::load(&pki.files("Riley"), "Riley").unwrap();
+    let answer = dial_and_greet(jaquez_peer, good.client_config(), "Jaquez", "HELLO Riley");
+    assert!(answer.starts_with("WELCOME Jaquez"), "{answer}");
+    // The HELLO timer bounds the handshake: the stalled one is closed.
+    stalled.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest);
+    wait_for("Jaquez to drop the stalled handshake", || {
+        herd.server("Jaquez")
+            .log_text()
+            .contains("closed: no HELLO in time")
+            .then_some(())
+    });
+}
+
+#[test]
+fn over_tls_the_herd_secret_is_a_second_factor() {
+    let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
+    let mut herd = Herd::new("tls-secret", shape);
+    let pki = Pki::new(&herd.dir.path("tls"), &["Riley", "Jaquez"]);
+    let (ours, theirs) = (herd.dir.path("secret"), herd.dir.path("other-secret"));
+    std::fs::write(&ours, "the herd's shared secret 1f9c\n").unwrap();
+    std::fs::write(&theirs, "not the same secret\n").unwrap();
+    herd.extra_args
+        .extend(["--herd-secret-file".to_string(), ours.display().to_string()]);
+    start_tls(&mut herd, &pki, 0, None);
+    // Good certificates, a different secret: no link either way.
+    let n = herd.extra_args.len();
+    herd.extra_args[n - 1] = theirs.display().to_string();
+    start_tls(&mut herd, &pki, 1, None);
+    wait_for("both sides to notice the bad proof over TLS", || {
+        let riley = herd.server("Riley").log_text();
+        let jaquez = herd.server("Jaquez").log_text();
+        (riley.contains("failed to prove the herd secret")
+            && jaquez.contains("failed to prove the herd secret")
+            && riley.contains("TLS up"))
+        .then_some(())
+    });
+    assert!(!herd.server("Riley").log_text().contains("Greeting => Up"));
+    // The same secret on both: linked, over TLS.
+    herd.kill("Jaquez");
+    herd.extra_args[n - 1] = ours.display().to_string();
+    start_tls(&mut herd, &pki, 1, None);
+    herd.wait_all_links_up();
+    let at = herd.iamat("Riley", "kiwi.cs.ucla.edu", KIWI, "1621464827.5");
+    herd.wait_everywhere("kiwi.cs.ucla.edu", &at);
+    for name in ["Riley", "Jaquez"] {
+        let log = herd.server(name).log_text();
+        assert!(!log.contains("1f9c"), "{name} logged the secret");
+    }
+}
