@@ -1,6 +1,7 @@
 //! Peer links over mutual TLS, black-box: real servers on 127.0.0.1, a
 //! sniffing and tampering TCP proxy between two of them, impostors dialled
-//! from the test with rustls, mixed plaintext/TLS pairs, and a TLS herd of
+//! from the test with rustls, mixed plaintext/TLS pairs, a stalled handshake,
+//! the herd secret over TLS, a large catch-up, and a TLS herd of
 //! five through flooding, catch-up and rejoin.
 //!
 //! The certificates come from the library's `HerdCa` rather than `proxy-herd
@@ -581,5 +582,36 @@ fn over_tls_the_herd_secret_is_a_second_factor() {
     for name in ["Riley", "Jaquez"] {
         let log = herd.server(name).log_text();
         assert!(!log.contains("1f9c"), "{name} logged the secret");
+    }
+}
+
+#[test]
+fn a_catch_up_larger_than_many_reads_arrives_whole_over_tls() {
+    let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
+    let mut herd = Herd::new("tls-big-catch-up", shape);
+    let pki = Pki::new(&herd.dir.path("tls"), &["Riley", "Jaquez"]);
+    start_tls(&mut herd, &pki, 0, None);
+    // 3,000 positions (about 250 KB of AT lines, many TLS records and many
+    // of the loop's 64 KiB reads) at Riley while Jaquez is down.
+    let n = 3000;
+    let lines: String = (0..n)
+        .map(|i| format!("IAMAT big-{i} {KIWI} 1621464827.{i:09}\n"))
+        .collect();
+    let mut c = herd.server("Riley").connect();
+    c.send(lines.as_bytes());
+    c.half_close();
+    let replies = String::from_utf8(c.read_to_end()).unwrap();
+    assert_eq!(count(&replies, "AT Riley"), n);
+    start_tls(&mut herd, &pki, 1, None);
+    herd.wait_all_links_up();
+    let last = format!("big-{}", n - 1);
+    wait_for("Jaquez to hold the catch-up's last position", || {
+        herd.known_at("Jaquez", &last).map(|_| ())
+    });
+    for i in [0, n / 2] {
+        assert!(
+            herd.known_at("Jaquez", &format!("big-{i}")).is_some(),
+            "big-{i}"
+        );
     }
 }
