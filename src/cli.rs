@@ -39,7 +39,7 @@ use crate::herd::Limits;
 use crate::log::Log;
 use crate::places::http::Endpoint;
 use crate::places::PlacesSettings;
-use crate::tls::peer::PeerTlsFiles;
+use crate::tls::peer::{PeerTls, PeerTlsFiles};
 
 /// The Places endpoints and API type are the Places client's own; the
 /// command line only names them.
@@ -459,6 +459,11 @@ pub fn server_settings(options: &ServerOptions) -> Result<Settings, String> {
         }
         None => None,
     };
+    // Read and checked at start-up: a bad file is a one-line error, exit 2.
+    let peer_tls = match &options.peer_tls {
+        Some(files) => Some(PeerTls::load(files, &options.name)?),
+        None => None,
+    };
     Ok(Settings {
         name: options.name.clone(),
         client_addr,
@@ -481,6 +486,7 @@ pub fn server_settings(options: &ServerOptions) -> Result<Settings, String> {
         },
         state_path: options.state_path.clone(),
         secret,
+        peer_tls,
     })
 }
 

@@ -31,6 +31,28 @@ pub trait WriteTransport {
     fn out_buf(&mut self) -> &mut Vec<u8>;
     /// Bytes queued and not yet taken by the socket.
     fn get_write_buffer_size(&self) -> usize;
+    /// asyncio's `get_extra_info('peercert')`, narrowed to the one question
+    /// the peer protocol asks: may the other side speak as `name`? Over TLS,
+    /// only if its certificate carries that name; a plaintext transport has
+    /// no certificate and takes names on trust.
+    fn check_peer_name(&self, _name: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What the loop does with a connection's transport, whatever is under it
+/// (plaintext [`Transport`], or a peer link's plaintext-or-TLS
+/// `PeerTransport`): one read path, one flush path, one close path.
+pub trait StreamTransport: WriteTransport {
+    /// A socket-shaped read: bytes, `Ok(0)` at a clean end, `WouldBlock`.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Sends what the socket takes.
+    fn flush(&mut self) -> io::Result<Flushed>;
+    /// A last flush, then the end of our stream (FIN; over TLS close_notify
+    /// first), best effort.
+    fn close(&mut self);
+    /// The socket, for registration.
+    fn stream_mut(&mut self) -> &mut TcpStream;
 }
 
 impl WriteTransport for Vec<u8> {
@@ -249,6 +271,24 @@ impl WriteTransport for Transport {
 
     fn get_write_buffer_size(&self) -> usize {
         self.backlog()
+    }
+}
+
+impl StreamTransport for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Transport::read(self, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<Flushed> {
+        Transport::flush(self)
+    }
+
+    fn close(&mut self) {
+        Transport::close(self);
+    }
+
+    fn stream_mut(&mut self) -> &mut TcpStream {
+        Transport::stream_mut(self)
     }
 }
 

@@ -51,7 +51,7 @@ LINKS=(Riley-Jaquez Riley-Juzang Jaquez-Bernard Juzang-Bernard
        Juzang-Campbell Bernard-Campbell)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/${PFX}XXXXXX")
-declare -A PID=()
+declare -A PID=() FROM=()
 STARTED=$(date +%s)
 
 cleanup() {
@@ -245,17 +245,41 @@ setup() {
         ip -n "$(ns "$a")" link add "to-$b" type veth peer name "to-$a" netns "$(ns "$b")" || return 1
         link_set "$a" "$b" up && routes "$a" "$b" || return 1
     done
+    start_servers
+    wait_all_links_up
+}
+
+# start_servers [tls]: every server in its namespace (appending to its log),
+# with peer TLS (the certificates in $WORK/tls) if asked.
+start_servers() {
+    local name tls=()
     for name in "${NAMES[@]}"; do
+        FROM[$name]=$(log_lines "$name" 2>/dev/null || echo 0)
+        if [ "${1:-}" = tls ]; then
+            tls=(--peer-cert "$WORK/tls/$name.pem" --peer-key "$WORK/tls/$name.key"
+                 --peer-ca "$WORK/tls/ca.pem")
+        fi
         ip netns exec "$(ns "$name")" "$BIN" -c "$WORK/herd" -l "$WORK/$name.log" \
-            --places-url https://127.0.0.1:9/x "$name" >"$WORK/$name.out" 2>&1 &
+            --places-url https://127.0.0.1:9/x "${tls[@]}" "$name" >>"$WORK/$name.out" 2>&1 &
         PID[$name]=$!
     done
-    # Every server logs every one of its links up.
+}
+
+# Every server logs every one of its links up since start_servers.
+wait_all_links_up() {
+    local l a b
     for l in "${LINKS[@]}"; do
         a=${l%-*} b=${l#*-}
-        wait_log "$a" 0 "link $b: .*=> Up" 5 || return 1
-        wait_log "$b" 0 "link $a: .*=> Up" 5 || return 1
+        wait_log "$a" "${FROM[$a]}" "link $b: .*=> Up" 5 || return 1
+        wait_log "$b" "${FROM[$b]}" "link $a: .*=> Up" 5 || return 1
     done
+}
+
+# Stops every server (SIGTERM; they are this shell's own jobs) and waits.
+stop_servers() {
+    local name
+    for name in "${NAMES[@]}"; do kill "${PID[$name]}" 2>/dev/null; done
+    for name in "${NAMES[@]}"; do wait "${PID[$name]}" 2>/dev/null; done
 }
 
 if ! setup; then
@@ -416,6 +440,46 @@ case_silent_cut() {
     return $rc
 }
 
+case_tls() {
+    # The same herd again with peer TLS: every link a mutual TLS 1.3
+    # connection, through a cut and a heal (fresh handshakes on the way back).
+    local rc=0 name at1 at2 lr lj
+    "$BIN" certs "$WORK/herd" "$WORK/tls" >"$WORK/certs.out" 2>&1 ||
+        { echo "    proxy-herd certs failed: $(tail -n 1 "$WORK/certs.out")"; return 1; }
+    stop_servers
+    start_servers tls
+    wait_all_links_up || return 1
+    for name in "${NAMES[@]}"; do
+        wait_log "$name" "${FROM[$name]}" "peer-out .*: TLS up \(TLSv1_3" 1 || rc=1
+        if tail -n +"$((FROM[$name] + 1))" "$WORK/$name.log" | grep -q plaintext; then
+            echo "    $name logged plaintext on a TLS herd"
+            rc=1
+        fi
+    done
+    [ $rc = 0 ] && echo "    five servers restarted with peer TLS, all six links up over TLS 1.3"
+    at1=$(iamat Riley "tls1-$$" "$(stamp 5 1)") || rc=1
+    echo "    Riley: $at1"
+    wait_all "tls1-$$" "$at1" 5 "${NAMES[@]}" || rc=1
+    lr=$(log_lines Riley) lj=$(log_lines Juzang)
+    cut Riley Juzang
+    client Riley 30 load "load6r-$$" 40 0.1 1.0 >"$WORK/load.tls" 2>&1 &
+    local p1=$!
+    at2=$(iamat Riley "tls2-$$" "$(stamp 5 2)") || rc=1
+    echo "    Riley: $at2"
+    wait_all "tls2-$$" "$at2" 5 Juzang Campbell Bernard || rc=1
+    wait_log Riley "$lr" "link Juzang: Up => " 8 || rc=1
+    wait_log Juzang "$lj" "link Riley: Up => " 8 || rc=1
+    wait "$p1" || rc=1
+    echo "    Riley's clients: $(cat "$WORK/load.tls")"
+    lr=$(log_lines Riley) lj=$(log_lines Juzang)
+    heal Riley Juzang
+    wait_up Riley Juzang "$lr" "$lj" 10 || rc=1
+    wait_log Riley "$lr" "peer-out Juzang#[0-9]+: TLS up" 1 || rc=1
+    wait_log Juzang "$lj" "peer-out Riley#[0-9]+: TLS up" 1 || rc=1
+    alive || rc=1
+    return $rc
+}
+
 PASSED=0 FAILED=0 SKIPPED=0
 run_case() {
     local title=$1 fn=$2 t0 rc
@@ -435,6 +499,7 @@ run_case "2 Riley-Juzang cut: updates go around, Riley and Juzang stay prompt" c
 run_case "3 Riley split off, updated on both sides, joined: all agree on the newest" case_split
 run_case "4 netem delay and loss on three links: updates still converge" case_netem
 run_case "5 one-sided cuts: clients of every server stay served" case_silent_cut
+run_case "6 the herd on peer TLS: linked over TLS, a cut goes around and heals with new handshakes" case_tls
 
 [ "$FAILED" = 0 ] || PARTITION_KEEP=1
 echo "== $SKIPPED skipped, $(( $(date +%s) - STARTED )) s in all"

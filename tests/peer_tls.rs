@@ -1,12 +1,8 @@
 //! Peer links over mutual TLS, black-box: real servers on 127.0.0.1, a
 //! sniffing and tampering TCP proxy between two of them, impostors dialled
-//! from the test with rustls, mixed plaintext/TLS pairs, and a TLS herd of
+//! from the test with rustls, mixed plaintext/TLS pairs, a stalled handshake,
+//! the herd secret over TLS, a large catch-up, and a TLS herd of
 //! five through flooding, catch-up and rejoin.
-//!
-//! Every test is ignored until the event loop puts peer links on the TLS
-//! transport (`src/tls/`); until then a server started with the peer TLS
-//! options says its links are plaintext. Run them with
-//! `cargo test --test peer_tls -- --ignored`.
 //!
 //! The certificates come from the library's `HerdCa` rather than `proxy-herd
 //! certs`, because that command drops the CA key and these tests need the
@@ -315,7 +311,6 @@ fn start_tls(herd: &mut Herd, pki: &Pki, i: usize, config: Option<&Path>) {
 const KIWI: &str = "+34.068930-118.445127";
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn a_sniffing_proxy_between_two_tls_servers_sees_no_at_text() {
     let p = proxied_pair("tls-sniff");
     p.herd.wait_all_links_up();
@@ -337,7 +332,6 @@ fn a_sniffing_proxy_between_two_tls_servers_sees_no_at_text() {
 }
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn bytes_flipped_or_injected_on_the_path_break_the_link_and_are_never_stored() {
     let p = proxied_pair("tls-tamper");
     p.herd.wait_all_links_up();
@@ -367,7 +361,6 @@ fn bytes_flipped_or_injected_on_the_path_break_the_link_and_are_never_stored() {
 }
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn certificates_from_another_ca_for_another_name_or_expired_are_refused() {
     let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
     let mut herd = Herd::new("tls-refused", shape);
@@ -418,7 +411,6 @@ fn certificates_from_another_ca_for_another_name_or_expired_are_refused() {
 }
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn a_dialler_refuses_a_neighbour_whose_certificate_is_for_another_name() {
     let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
     let mut herd = Herd::new("tls-wrong-neighbour", shape);
@@ -456,7 +448,6 @@ fn a_dialler_refuses_a_neighbour_whose_certificate_is_for_another_name() {
 }
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn a_mixed_plaintext_and_tls_pair_is_refused_on_both_sides_at_once() {
     let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
     let mut herd = Herd::new("tls-mixed", shape);
@@ -485,7 +476,6 @@ fn a_mixed_plaintext_and_tls_pair_is_refused_on_both_sides_at_once() {
 }
 
 #[test]
-#[ignore = "needs the loop's peer TLS wiring"]
 fn a_tls_herd_of_five_floods_catches_up_and_rejoins() {
     let mut herd = Herd::new("tls-five", DEFAULT_HERD);
     let names: Vec<&str> = DEFAULT_HERD.iter().map(|(n, _)| *n).collect();
@@ -526,6 +516,102 @@ fn a_tls_herd_of_five_floods_catches_up_and_rejoins() {
         assert!(
             !log.contains(key.lines().nth(1).unwrap()),
             "{name} logged its key"
+        );
+    }
+}
+
+#[test]
+fn a_stalled_handshake_blocks_nobody_and_is_dropped_in_time() {
+    let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
+    let mut herd = Herd::new("tls-stalled", shape);
+    let pki = Pki::new(&herd.dir.path("tls"), &["Riley", "Jaquez"]);
+    start_tls(&mut herd, &pki, 1, None);
+    let jaquez_peer = herd.members[1].peer_port;
+    // Half a ClientHello record, then nothing: the handshake stalls.
+    let mut stalled = TcpStream::connect(("127.0.0.1", jaquez_peer)).unwrap();
+    stalled.write_all(&[22, 3, 1, 0, 200, 1, 0]).unwrap();
+    // Meanwhile a client is answered and a real neighbour links.
+    let at = herd.iamat("Jaquez", "kiwi.cs.ucla.edu", KIWI, "1621464827.5");
+    assert!(at.starts_with("AT Jaquez"), "{at}");
+    let good = PeerTls::load(&pki.files("Riley"), "Riley").unwrap();
+    let answer = dial_and_greet(jaquez_peer, good.client_config(), "Jaquez", "HELLO Riley");
+    assert!(answer.starts_with("WELCOME Jaquez"), "{answer}");
+    // The HELLO timer bounds the handshake: the stalled one is closed.
+    stalled.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest);
+    wait_for("Jaquez to drop the stalled handshake", || {
+        herd.server("Jaquez")
+            .log_text()
+            .contains("closed: no HELLO in time")
+            .then_some(())
+    });
+}
+
+#[test]
+fn over_tls_the_herd_secret_is_a_second_factor() {
+    let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
+    let mut herd = Herd::new("tls-secret", shape);
+    let pki = Pki::new(&herd.dir.path("tls"), &["Riley", "Jaquez"]);
+    let (ours, theirs) = (herd.dir.path("secret"), herd.dir.path("other-secret"));
+    std::fs::write(&ours, "the herd's shared secret 1f9c\n").unwrap();
+    std::fs::write(&theirs, "not the same secret\n").unwrap();
+    herd.extra_args
+        .extend(["--herd-secret-file".to_string(), ours.display().to_string()]);
+    start_tls(&mut herd, &pki, 0, None);
+    // Good certificates, a different secret: no link either way.
+    let n = herd.extra_args.len();
+    herd.extra_args[n - 1] = theirs.display().to_string();
+    start_tls(&mut herd, &pki, 1, None);
+    wait_for("both sides to notice the bad proof over TLS", || {
+        let riley = herd.server("Riley").log_text();
+        let jaquez = herd.server("Jaquez").log_text();
+        (riley.contains("failed to prove the herd secret")
+            && jaquez.contains("failed to prove the herd secret")
+            && riley.contains("TLS up"))
+        .then_some(())
+    });
+    assert!(!herd.server("Riley").log_text().contains("Greeting => Up"));
+    // The same secret on both: linked, over TLS.
+    herd.kill("Jaquez");
+    herd.extra_args[n - 1] = ours.display().to_string();
+    start_tls(&mut herd, &pki, 1, None);
+    herd.wait_all_links_up();
+    let at = herd.iamat("Riley", "kiwi.cs.ucla.edu", KIWI, "1621464827.5");
+    herd.wait_everywhere("kiwi.cs.ucla.edu", &at);
+    for name in ["Riley", "Jaquez"] {
+        let log = herd.server(name).log_text();
+        assert!(!log.contains("1f9c"), "{name} logged the secret");
+    }
+}
+
+#[test]
+fn a_catch_up_larger_than_many_reads_arrives_whole_over_tls() {
+    let shape: &[(&str, &[&str])] = &[("Riley", &["Jaquez"]), ("Jaquez", &["Riley"])];
+    let mut herd = Herd::new("tls-big-catch-up", shape);
+    let pki = Pki::new(&herd.dir.path("tls"), &["Riley", "Jaquez"]);
+    start_tls(&mut herd, &pki, 0, None);
+    // 3,000 positions (about 250 KB of AT lines, many TLS records and many
+    // of the loop's 64 KiB reads) at Riley while Jaquez is down.
+    let n = 3000;
+    let lines: String = (0..n)
+        .map(|i| format!("IAMAT big-{i} {KIWI} 1621464827.{i:09}\n"))
+        .collect();
+    let mut c = herd.server("Riley").connect();
+    c.send(lines.as_bytes());
+    c.half_close();
+    let replies = String::from_utf8(c.read_to_end()).unwrap();
+    assert_eq!(count(&replies, "AT Riley"), n);
+    start_tls(&mut herd, &pki, 1, None);
+    herd.wait_all_links_up();
+    let last = format!("big-{}", n - 1);
+    wait_for("Jaquez to hold the catch-up's last position", || {
+        herd.known_at("Jaquez", &last).map(|_| ())
+    });
+    for i in [0, n / 2] {
+        assert!(
+            herd.known_at("Jaquez", &format!("big-{i}")).is_some(),
+            "big-{i}"
         );
     }
 }

@@ -19,6 +19,9 @@ pub enum Scenario {
     Limit,
     /// One connection floods blank lines; a probe's IAMAT latency is measured.
     Fairness,
+    /// A server restarted in a running herd: until it is linked both ways
+    /// with its neighbours again (proxy-herd only).
+    Relink,
     Compare,
 }
 
@@ -33,6 +36,7 @@ impl Scenario {
             Scenario::Gc => "gc",
             Scenario::Limit => "limit",
             Scenario::Fairness => "fairness",
+            Scenario::Relink => "relink",
             Scenario::Compare => "compare",
         }
     }
@@ -46,6 +50,7 @@ impl Scenario {
             Scenario::Gc,
             Scenario::Limit,
             Scenario::Fairness,
+            Scenario::Relink,
             Scenario::Compare,
         ]
         .into_iter()
@@ -118,6 +123,9 @@ pub struct Options {
     pub pid: Option<u32>,
     /// Keep the temporary folder (herd file, logs).
     pub keep: bool,
+    /// Measure a Rust herd with mutual TLS peer links beside each plaintext
+    /// one (`rust+tls`).
+    pub tls: bool,
 }
 
 /// What the command line asks for.
@@ -204,6 +212,12 @@ fn spec() -> getopts::Options {
         "PID",
     );
     o.optflag("", "keep", "keep the temporary folder (herd file, logs)");
+    o.optflag(
+        "",
+        "tls",
+        "also measure each scenario on a Rust herd whose peer links are mutual TLS \
+         (rust+tls, beside rust; certificates made with `proxy-herd certs`), and report what TLS adds",
+    );
     o.optflag("h", "help", "print this help");
     o
 }
@@ -212,7 +226,9 @@ fn spec() -> getopts::Options {
 pub fn usage() -> String {
     let brief = "Usage: herd-bench [SCENARIO] [OPTIONS]\n\n\
         Drives a proxy-herd over 127.0.0.1 and prints a table (and JSON).\n\
-        SCENARIO: iamat (default), idle, flood, whatsat, gc, limit, fairness, compare.\n\
+        SCENARIO: iamat (default), idle, flood, whatsat, gc, limit, fairness, relink, compare.\n\
+        relink: Campbell restarted 7 times in a running herd, each time until it is\n\
+        linked both ways with both neighbours (from its own log; proxy-herd only).\n\
         fairness: one connection floods blank lines while a probe sends one\n\
         IAMAT at a time; the probe's latency is what the flood costs others.\n\
         Without --target, starts the herd itself (release builds) with\n\
@@ -305,6 +321,13 @@ where
     if pid.is_some() && target.is_empty() {
         return Err("--pid goes with --target".into());
     }
+    let tls = m.opt_present("tls");
+    if tls && !target.is_empty() {
+        return Err("--tls starts its own herds: not with --target".into());
+    }
+    if tls && !impls.contains(&Impl::Rust) {
+        return Err("--tls measures proxy-herd: --impl must include rust".into());
+    }
     // Only where asked: a run must not overwrite the committed docs/bench.svg.
     let svg = m.opt_str("svg").map(PathBuf::from);
     Ok(Command::Run(Options {
@@ -322,6 +345,7 @@ where
         target,
         pid,
         keep: m.opt_present("keep"),
+        tls,
     }))
 }
 

@@ -13,15 +13,24 @@
 //!   it floods to Observer, so the time from queueing the IAMAT at the origin
 //!   to reading its AT line from the far server is the propagation time.
 //!
+//! On a TLS herd (`--tls`), Observer's peer links are mutual TLS too, with
+//! the certificate `proxy-herd certs` made for it, through the server's own
+//! peer transport (`proxy_herd::tls::link`), so each of its two hops pays
+//! what a TLS link costs.
+//!
 //! One `mio` loop in one thread; registration: read+write once, edges, read
 //! and write until `WouldBlock`.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+
+use proxy_herd::tls::link::PeerTransport;
+use proxy_herd::tls::peer::PeerTls;
+use proxy_herd::transport::Transport;
 
 use super::load::{connect, LOCATION};
 use super::stats::{Samples, Summary};
@@ -99,28 +108,29 @@ pub fn update_seq(line: &[u8], prefix: &str) -> Option<usize> {
         .ok()
 }
 
-/// A line-oriented connection: buffered output, input split at `\n`.
+/// A line-oriented connection: buffered output, input split at `\n`, over
+/// plaintext or TLS.
 struct LineConn {
-    stream: TcpStream,
+    transport: PeerTransport,
     input: Vec<u8>,
-    out: Vec<u8>,
-    written: usize,
 }
 
 impl LineConn {
     fn new(stream: TcpStream) -> LineConn {
+        LineConn::over(PeerTransport::plain(Transport::new(stream)))
+    }
+
+    fn over(transport: PeerTransport) -> LineConn {
         LineConn {
-            stream,
+            transport,
             input: Vec::new(),
-            out: Vec::new(),
-            written: 0,
         }
     }
 
     /// Reads until `WouldBlock`; `Ok(false)` at end of file.
     fn fill(&mut self, chunk: &mut [u8]) -> io::Result<bool> {
         loop {
-            match self.stream.read(chunk) {
+            match self.transport.read(chunk) {
                 Ok(0) => return Ok(false),
                 Ok(n) => self.input.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
@@ -144,22 +154,11 @@ impl LineConn {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+        self.transport.write(bytes);
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        while self.written < self.out.len() {
-            match self.stream.write(&self.out[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.out.clear();
-        self.written = 0;
-        Ok(())
+        self.transport.flush().map(|_| ())
     }
 }
 
@@ -181,7 +180,7 @@ impl Observer {
     }
 
     /// Runs the flood: `far_peer` is the far server's peer address, `origin`
-    /// the origin's client address.
+    /// the origin's client address; with `tls`, Observer's peer links are TLS.
     pub fn run(
         mut self,
         far_peer: SocketAddr,
@@ -189,20 +188,25 @@ impl Observer {
         depth: usize,
         warmup: Duration,
         duration: Duration,
+        tls: Option<&PeerTls>,
     ) -> Result<FloodResult, Error> {
         let mut poll = Poll::new()?;
         poll.registry()
             .register(&mut self.listener, LISTENER, Interest::READABLE)?;
-        let mut dial = LineConn::new(connect(far_peer)?);
+        let stream = connect(far_peer)?;
+        let mut dial = match tls {
+            Some(t) => LineConn::over(PeerTransport::dialled(stream, t.dial(FAR)?)),
+            None => LineConn::new(stream),
+        };
         poll.registry().register(
-            &mut dial.stream,
+            dial.transport.stream_mut(),
             DIAL,
             Interest::READABLE | Interest::WRITABLE,
         )?;
         dial.write(format!("HELLO {OBSERVER}\n").as_bytes());
         let mut client = LineConn::new(connect(origin)?);
         poll.registry().register(
-            &mut client.stream,
+            client.transport.stream_mut(),
             ORIGIN_CLIENT,
             Interest::READABLE | Interest::WRITABLE,
         )?;
@@ -305,7 +309,12 @@ impl Observer {
                                     token,
                                     Interest::READABLE | Interest::WRITABLE,
                                 )?;
-                                accepted.push(Some(LineConn::new(s)));
+                                accepted.push(Some(match tls {
+                                    Some(t) => {
+                                        LineConn::over(PeerTransport::accepted(s, t.accept()?))
+                                    }
+                                    None => LineConn::new(s),
+                                }));
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) => return Err(Error::new(format!("flood: accept: {e}"))),

@@ -175,6 +175,21 @@ impl Processes {
             .map(|(_, c)| c.id())
     }
 
+    /// The pids of every process started.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|(_, c)| c.id()).collect()
+    }
+
+    /// Stops the process started as `name` (SIGTERM, then SIGKILL past the
+    /// deadline) and forgets it.
+    pub fn stop(&mut self, name: &str) {
+        let Some(i) = self.children.iter().position(|(n, _)| n == name) else {
+            return;
+        };
+        let (_, mut child) = self.children.remove(i);
+        terminate(std::slice::from_mut(&mut child));
+    }
+
     /// `Err` naming the first process that has already exited.
     fn check_alive(&mut self, dir: &Path) -> Result<(), Error> {
         for (name, child) in &mut self.children {
@@ -193,24 +208,30 @@ impl Processes {
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        // SIGTERM lets servers flush their logs (kept with --keep); std only
-        // sends SIGKILL, so ask kill(1).
-        for (_, child) in &self.children {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
+        let mut children: Vec<Child> = self.children.drain(..).map(|(_, c)| c).collect();
+        terminate(&mut children);
+    }
+}
+
+/// SIGTERM to each (it lets servers flush their logs, kept with --keep; std
+/// only sends SIGKILL, so ask kill(1)), then SIGKILL to those still running
+/// at the deadline; waits for all.
+fn terminate(children: &mut [Child]) {
+    for child in children.iter() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let deadline = Instant::now() + STOP_DEADLINE;
+    for child in children.iter_mut() {
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(10));
         }
-        let deadline = Instant::now() + STOP_DEADLINE;
-        for (_, child) in &mut self.children {
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
         }
+        let _ = child.wait();
     }
 }
 
@@ -432,43 +453,104 @@ fn server_command(imp: Impl, gc: Option<&Path>) -> Command {
     }
 }
 
+/// How a herd is started: which implementation, and whether its peer links
+/// are mutual TLS (Rust only: the counterparts speak no TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flavour {
+    pub imp: Impl,
+    pub tls: bool,
+}
+
+impl Flavour {
+    /// The name in the report: `rust`, `rust+tls`, `asyncio`, ...
+    pub fn label(self) -> String {
+        if self.tls {
+            format!("{}+tls", self.imp.name())
+        } else {
+            self.imp.name().to_string()
+        }
+    }
+}
+
+/// Where a started herd's files are, for restarting one of its servers.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub flavour: Flavour,
+    pub herd_file: PathBuf,
+    pub places_url: String,
+    pub dir: PathBuf,
+    /// The herd's certificates (`proxy-herd certs`), with TLS.
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl Started {
+    /// The tag (and log name) of server `name`.
+    pub fn tag(&self, name: &str) -> String {
+        format!("{}-{name}", self.flavour.imp.name())
+    }
+
+    /// Server `name`'s log.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{}.log", self.tag(name)))
+    }
+}
+
+/// Writes the herd's certificates into `dir` with `proxy-herd certs`, as a
+/// user would (a CA, and a key and certificate per server of `herd_file`).
+fn make_certs(herd_file: &Path, dir: &Path) -> Result<(), Error> {
+    let out = Command::new(bin_dir().join("proxy-herd"))
+        .arg("certs")
+        .arg(herd_file)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::new(format!("proxy-herd certs: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "proxy-herd certs failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 /// Starts every server in `servers` except those named in `skip` (played by
 /// the bench), and waits until each one's client port accepts.
 /// With `trace_gc`, each server's runtime writes its GC account where
-/// [`gc_trace`] says.
+/// [`gc_trace`] says. With `flavour.tls`, the herd's certificates are made
+/// first (for the servers in `skip` too) and every server gets them.
 pub fn start_herd(
-    imp: Impl,
+    flavour: Flavour,
     servers: &[ServerSpec],
     skip: &[&str],
     places_url: &str,
     trace_gc: bool,
     procs: &mut Processes,
     dir: &Path,
-) -> Result<(), Error> {
+) -> Result<Started, Error> {
+    let imp = flavour.imp;
     let herd = dir.join(format!("{}.herd", imp.name()));
     std::fs::write(&herd, herd_file(servers))?;
-    let ca = repo_root().join("data/tls/ca.pem");
+    let tls_dir = if flavour.tls {
+        if imp != Impl::Rust {
+            return Err(Error::new(format!("{} has no peer TLS", imp.name())));
+        }
+        let tls = dir.join("tls");
+        make_certs(&herd, &tls)?;
+        Some(tls)
+    } else {
+        None
+    };
+    let started = Started {
+        flavour,
+        herd_file: herd,
+        places_url: places_url.to_string(),
+        dir: dir.to_path_buf(),
+        tls_dir,
+    };
     for s in servers.iter().filter(|s| !skip.contains(&s.name.as_str())) {
-        let tag = format!("{}-{}", imp.name(), s.name);
-        let gc = gc_trace(imp, dir, &tag)
-            .filter(|_| trace_gc)
-            .map(|(_, f)| f);
-        let child = server_command(imp, gc.as_deref())
-            .arg("-c")
-            .arg(&herd)
-            .arg("-l")
-            .arg(dir.join(format!("{tag}.log")))
-            .args(["--places-url", places_url])
-            .arg("--places-ca")
-            .arg(&ca)
-            .arg(&s.name)
-            .env("PLACES_API_KEY", API_KEY)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join(format!("{tag}.stdout")))?)
-            .stderr(std::fs::File::create(dir.join(format!("{tag}.stderr")))?)
-            .spawn()
-            .map_err(|e| Error::new(format!("start {} {}: {e}", imp.name(), s.name)))?;
-        procs.push(&tag, child);
+        start_server(&started, &s.name, trace_gc, procs)?;
     }
     // Both ports: some counterparts (Java) greet their neighbours before
     // they open the peer port, so the client port answers first.
@@ -476,6 +558,51 @@ pub fn start_herd(
         wait_listening(s.client, procs, dir)?;
         wait_listening(s.peer, procs, dir)?;
     }
+    Ok(started)
+}
+
+/// Starts server `name` of a herd (again, after [`Processes::stop`]); its
+/// log is appended to. Does not wait for it to listen.
+pub fn start_server(
+    herd: &Started,
+    name: &str,
+    trace_gc: bool,
+    procs: &mut Processes,
+) -> Result<(), Error> {
+    let imp = herd.flavour.imp;
+    let dir = &herd.dir;
+    let ca = repo_root().join("data/tls/ca.pem");
+    let tag = herd.tag(name);
+    let gc = gc_trace(imp, dir, &tag)
+        .filter(|_| trace_gc)
+        .map(|(_, f)| f);
+    let mut command = server_command(imp, gc.as_deref());
+    command
+        .arg("-c")
+        .arg(&herd.herd_file)
+        .arg("-l")
+        .arg(herd.log(name))
+        .args(["--places-url", &herd.places_url])
+        .arg("--places-ca")
+        .arg(&ca);
+    if let Some(tls) = &herd.tls_dir {
+        command
+            .arg("--peer-cert")
+            .arg(tls.join(format!("{name}.pem")))
+            .arg("--peer-key")
+            .arg(tls.join(format!("{name}.key")))
+            .arg("--peer-ca")
+            .arg(tls.join("ca.pem"));
+    }
+    let child = command
+        .arg(name)
+        .env("PLACES_API_KEY", API_KEY)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join(format!("{tag}.stdout")))?)
+        .stderr(std::fs::File::create(dir.join(format!("{tag}.stderr")))?)
+        .spawn()
+        .map_err(|e| Error::new(format!("start {} {name}: {e}", imp.name())))?;
+    procs.push(&tag, child);
     Ok(())
 }
 

@@ -24,6 +24,7 @@ pub mod launch;
 pub mod limit;
 pub mod load;
 pub mod procstat;
+pub mod relink;
 pub mod report;
 pub mod stats;
 pub mod svg;
@@ -38,7 +39,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use args::{Impl, Options, Scenario};
-use launch::{Processes, TempDir};
+use launch::{Flavour, Processes, TempDir};
 use load::{LoadSpec, Workload};
 use report::{Header, Measurement, Outcome, Report};
 
@@ -59,6 +60,12 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<String> for Error {
+    fn from(e: String) -> Error {
+        Error(e)
+    }
+}
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
@@ -193,6 +200,7 @@ fn load_spec(
         rate,
         watch,
         marks: Vec::new(),
+        cpu_of: Vec::new(),
     }
 }
 
@@ -271,22 +279,35 @@ fn run_started(opts: &Options) -> Result<Report, Error> {
         if let Some(why) = &why_not {
             progress(&format!("SKIPPED {}: {why}", imp.name()));
         }
+        // With --tls, each Rust scenario on a plaintext herd, then at once
+        // on a TLS one, so that both see the same load from the machine.
+        let flavours: Vec<Flavour> = [false, true]
+            .into_iter()
+            .filter(|&tls| !tls || (opts.tls && imp == Impl::Rust))
+            .map(|tls| Flavour { imp, tls })
+            .collect();
         for &sc in &scenarios {
-            if interrupted() {
-                return Err(Error::new("interrupted"));
-            }
-            let result = match &why_not {
-                Some(why) => Outcome::Skipped(why.clone()),
-                None => {
-                    progress(&format!("{} {}", imp.name(), sc.name()));
-                    outcome(measure(opts, imp, sc, &places_url, &dir.path))
+            for &flavour in &flavours {
+                if interrupted() {
+                    return Err(Error::new("interrupted"));
                 }
-            };
-            report.measurements.push(Measurement {
-                implementation: imp.name().into(),
-                scenario: sc,
-                outcome: result,
-            });
+                let label = flavour.label();
+                let result = match &why_not {
+                    Some(why) => Outcome::Skipped(why.clone()),
+                    None if sc == Scenario::Relink && imp != Impl::Rust => {
+                        Outcome::Skipped("relink reads proxy-herd's own log lines".into())
+                    }
+                    None => {
+                        progress(&format!("{label} {}", sc.name()));
+                        outcome(measure(opts, flavour, sc, &places_url, &dir.path))
+                    }
+                };
+                report.measurements.push(Measurement {
+                    implementation: label,
+                    scenario: sc,
+                    outcome: result,
+                });
+            }
         }
     }
     if matches!(opts.scenario, Scenario::Limit | Scenario::Compare) && !interrupted() {
@@ -304,12 +325,13 @@ fn run_started(opts: &Options) -> Result<Report, Error> {
 /// another's heap (which would hide idle connections' memory) or backlog.
 fn measure(
     opts: &Options,
-    imp: Impl,
+    flavour: Flavour,
     sc: Scenario,
     places_url: &str,
     root: &Path,
 ) -> Result<Outcome, Error> {
-    let dir = root.join(format!("{}-{}", imp.name(), sc.name()));
+    let imp = flavour.imp;
+    let dir = root.join(format!("{}-{}", flavour.label(), sc.name()));
     std::fs::create_dir_all(&dir)?;
     let n = launch::DEFAULT_NAMES.len() + 1;
     let flat = launch::free_ports(2 * n)?;
@@ -323,8 +345,8 @@ fn measure(
             last.1 = observer.addr()?.port();
         }
         let specs = launch::herd_specs(&ports, &[(flood::FAR, flood::OBSERVER)])?;
-        launch::start_herd(
-            imp,
+        let started = launch::start_herd(
+            flavour,
             &specs,
             &[flood::OBSERVER],
             places_url,
@@ -332,6 +354,21 @@ fn measure(
             &mut procs,
             &dir,
         )?;
+        // Observer speaks TLS with the certificate made for it.
+        let tls = match &started.tls_dir {
+            Some(d) => {
+                let files = proxy_herd::tls::peer::PeerTlsFiles {
+                    cert: d.join(format!("{}.pem", flood::OBSERVER)),
+                    key: d.join(format!("{}.key", flood::OBSERVER)),
+                    ca: d.join("ca.pem"),
+                };
+                Some(proxy_herd::tls::peer::PeerTls::load(
+                    &files,
+                    flood::OBSERVER,
+                )?)
+            }
+            None => None,
+        };
         let addr_of = |name: &str| {
             specs
                 .iter()
@@ -347,12 +384,16 @@ fn measure(
                 opts.depth,
                 warmup(opts.duration),
                 opts.duration,
+                tls.as_ref(),
             )
             .map(Outcome::Flood);
     }
     let specs = launch::herd_specs(&ports, &[])?;
     let trace_gc = sc == Scenario::Gc;
-    launch::start_herd(imp, &specs, &[], places_url, trace_gc, &mut procs, &dir)?;
+    let started = launch::start_herd(flavour, &specs, &[], places_url, trace_gc, &mut procs, &dir)?;
+    if sc == Scenario::Relink {
+        return relink::run(&started, &specs, &mut procs).map(Outcome::Relink);
+    }
     let target = specs.first().ok_or_else(|| Error::new("empty herd"))?;
     let tag = format!("{}-{}", imp.name(), sc.name());
     let server_tag = format!("{}-{}", imp.name(), target.name);
@@ -391,7 +432,10 @@ fn measure(
                     progress(&format!("{} whatsat: {e} (measuring anyway)", imp.name()));
                 }
             }
-            load::run(&load_spec(opts, target.client, sc, &tag, pid)).map(Outcome::Load)
+            let mut spec = load_spec(opts, target.client, sc, &tag, pid);
+            // The whole herd's CPU: an IAMAT at Riley is flooded on by all.
+            spec.cpu_of = procs.pids();
+            load::run(&spec).map(Outcome::Load)
         }
     }
 }

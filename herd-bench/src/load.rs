@@ -70,6 +70,8 @@ pub struct LoadSpec {
     /// Files (logs) whose lengths are read when the window opens and at the
     /// deadline, so that what a server wrote in the window can be cut out.
     pub marks: Vec<std::path::PathBuf>,
+    /// Processes (the whole herd) whose CPU time in the window is summed.
+    pub cpu_of: Vec<u32>,
 }
 
 /// What one load run measured.
@@ -93,6 +95,8 @@ pub struct LoadResult {
     /// For each of the spec's `marks`, its length at the window's start and
     /// end (0 if unreadable).
     pub marks: Vec<(u64, u64)>,
+    /// The CPU time of the spec's `cpu_of` in the window, ns, if readable.
+    pub cpu_ns: Option<u64>,
 }
 
 impl LoadResult {
@@ -104,6 +108,12 @@ impl LoadResult {
             let n = self.replies as f64;
             (s.all.voluntary as f64 / n, s.all.involuntary as f64 / n)
         })
+    }
+
+    /// The CPU time of the watched processes per reply counted, in µs.
+    pub fn cpu_us_per_reply(&self) -> Option<f64> {
+        let ns = self.cpu_ns?;
+        (self.replies > 0).then(|| ns as f64 / 1e3 / self.replies as f64)
     }
 
     /// Good replies per second.
@@ -352,6 +362,7 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
     let mut sched_start: Option<Sched> = None;
     let file_len = |p: &std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
     let mut marks_start: Option<Vec<u64>> = None;
+    let mut cpu_start: Option<u64> = None;
     for c in clients.iter_mut() {
         if pace.is_none() {
             c.refill(spec.workload);
@@ -368,6 +379,7 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
         if now >= warm_end && marks_start.is_none() {
             sched_start = spec.watch.and_then(procstat::sched);
             marks_start = Some(spec.marks.iter().map(file_len).collect());
+            cpu_start = cpu_of(&spec.cpu_of);
         }
         let tick = if pace.is_some() {
             Duration::from_millis(1)
@@ -448,6 +460,7 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
         }
     }
     let sched_end = spec.watch.and_then(procstat::sched);
+    let cpu_end = cpu_of(&spec.cpu_of);
     let marks = spec
         .marks
         .iter()
@@ -460,6 +473,7 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
     let lost = clients.iter().filter(|c| c.phase == Phase::Lost).count();
     Ok(LoadResult {
         sched: sched_start.zip(sched_end).map(|(a, b)| b.since(a)),
+        cpu_ns: cpu_start.zip(cpu_end).map(|(a, b)| b.saturating_sub(a)),
         marks,
         connections: spec.connections,
         replies,
@@ -469,6 +483,15 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
         seconds: deadline.saturating_duration_since(warm_end).as_secs_f64(),
         latency: samples.summary(),
     })
+}
+
+/// The CPU time of all of `pids` so far; `None` if there are none or one
+/// cannot be read.
+fn cpu_of(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| procstat::cpu_ns(p)).sum()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use super::flood::FloodResult;
 use super::gclog::GcAccount;
 use super::idle::IdleResult;
 use super::load::LoadResult;
+use super::relink::RelinkResult;
 use super::stats::{human_ns, Summary};
 
 /// The facts that make figures comparable: when, where, what.
@@ -45,6 +46,7 @@ pub enum Outcome {
     Idle(IdleResult),
     Flood(FloodResult),
     Gc(GcResult),
+    Relink(RelinkResult),
     Skipped(String),
     Failed(String),
 }
@@ -61,7 +63,7 @@ pub struct GcResult {
 /// One scenario against one implementation.
 #[derive(Debug, Clone)]
 pub struct Measurement {
-    /// `rust`, `asyncio`, `uvloop`, `limit` or `target`.
+    /// `rust`, `rust+tls`, `asyncio`, `uvloop`, `limit` or `target`.
     pub implementation: String,
     pub scenario: Scenario,
     pub outcome: Outcome,
@@ -516,12 +518,100 @@ impl Report {
                 &gc,
             ));
         }
+        let relink: Vec<Vec<String>> = self
+            .measurements
+            .iter()
+            .filter(|m| m.scenario == Scenario::Relink)
+            .map(|m| match &m.outcome {
+                Outcome::Relink(r) => vec![
+                    m.implementation.clone(),
+                    r.server.to_string(),
+                    r.median().map_or("-".into(), duration_ms),
+                    r.max().map_or("-".into(), duration_ms),
+                    r.rounds
+                        .iter()
+                        .map(|d| duration_ms(*d))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ],
+                other => other_row(&m.implementation, other),
+            })
+            .collect();
+        if !relink.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nrelink: a server restarted in a running herd, from its `listening` line to linked \
+                 both ways with each neighbour (its own log's timestamps)"
+            );
+            s.push_str(&table(
+                &["impl", "server", "median", "max", "rounds"],
+                &relink,
+            ));
+        }
+        let tls = self.tls_rows();
+        if !tls.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nwhat peer TLS adds (each pair measured one after the other; herd CPU is all five \
+                 servers' time on a CPU in the window, per reply)"
+            );
+            s.push_str(&table(&["figure", "plaintext", "TLS", "TLS adds"], &tls));
+        }
         let ratios = self.ratio_rows();
         if !ratios.is_empty() {
             let _ = writeln!(s, "\nratios (first implementation / each other)");
             s.push_str(&table(&["metric", "vs", "ratio", "better"], &ratios));
         }
         s
+    }
+
+    /// For each `X+tls` measured beside `X`: what TLS adds, per figure.
+    fn tls_rows(&self) -> Vec<Vec<String>> {
+        let mut rows = Vec::new();
+        for imp in self.implementations() {
+            let Some(base) = imp.strip_suffix("+tls") else {
+                continue;
+            };
+            let pair = |sc: Scenario| Some((self.find(base, sc)?, self.find(&imp, sc)?));
+            if let Some((Outcome::Load(p), Outcome::Load(t))) = pair(Scenario::Iamat) {
+                rows.push(vec![
+                    "iamat replies/s".into(),
+                    format!("{:.0}", p.throughput()),
+                    format!("{:.0}", t.throughput()),
+                    format!("{:+.1}%", (t.throughput() / p.throughput() - 1.0) * 100.0),
+                ]);
+                if let (Some(pc), Some(tc)) = (p.cpu_us_per_reply(), t.cpu_us_per_reply()) {
+                    rows.push(vec![
+                        "iamat herd CPU per update".into(),
+                        format!("{pc:.1} us"),
+                        format!("{tc:.1} us"),
+                        format!("{:+.1} us", tc - pc),
+                    ]);
+                }
+            }
+            if let Some((Outcome::Flood(p), Outcome::Flood(t))) = pair(Scenario::Flood) {
+                if let (Some(pl), Some(tl)) = (p.latency, t.latency) {
+                    let added = (tl.p50 as f64 - pl.p50 as f64) / 1e3 / p.hops.max(1) as f64;
+                    rows.push(vec![
+                        format!("flood p50, {} hops", p.hops),
+                        human_ns(pl.p50),
+                        human_ns(tl.p50),
+                        format!("{added:+.1} us per hop"),
+                    ]);
+                }
+            }
+            if let Some((Outcome::Relink(p), Outcome::Relink(t))) = pair(Scenario::Relink) {
+                if let (Some(pm), Some(tm)) = (p.median(), t.median()) {
+                    rows.push(vec![
+                        "relink median".into(),
+                        duration_ms(pm),
+                        duration_ms(tm),
+                        format!("{:+.1} ms", (tm.as_secs_f64() - pm.as_secs_f64()) * 1e3),
+                    ]);
+                }
+            }
+        }
+        rows
     }
 
     /// For each metric, the first implementation's value over each other's.
@@ -616,6 +706,13 @@ impl Report {
                             "rss_kb": st.rss_kb,
                         })).collect::<Vec<_>>(),
                     }),
+                    Outcome::Relink(r) => json!({
+                        "status": "ok",
+                        "server": r.server,
+                        "rounds_ns": r.rounds.iter().map(|d| d.as_nanos() as u64).collect::<Vec<_>>(),
+                        "median_ns": r.median().map(|d| d.as_nanos() as u64),
+                        "max_ns": r.max().map(|d| d.as_nanos() as u64),
+                    }),
                     Outcome::Skipped(why) => json!({"status": "skipped", "reason": why}),
                     Outcome::Failed(why) => json!({"status": "failed", "error": why}),
                 };
@@ -673,6 +770,8 @@ fn load_json(r: &LoadResult) -> Value {
         "seconds": r.seconds,
         "throughput": r.throughput(),
         "latency_ns": latency_json(r.latency.as_ref()),
+        "herd_cpu_ns": r.cpu_ns,
+        "herd_cpu_us_per_reply": r.cpu_us_per_reply(),
         "context_switches": r.sched.map(|sc| {
             let per = r.switches_per_reply();
             json!({
@@ -686,6 +785,10 @@ fn load_json(r: &LoadResult) -> Value {
             })
         }),
     })
+}
+
+fn duration_ms(d: std::time::Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 fn latency_cells(l: Option<&Summary>) -> Vec<String> {
@@ -756,6 +859,7 @@ mod tests {
             seconds: 1.0,
             sched: None,
             marks: Vec::new(),
+            cpu_ns: Some(tput_replies * 20_000),
             latency: Some(Summary {
                 count: 3,
                 p50: 1_000,
@@ -806,6 +910,60 @@ mod tests {
         assert_eq!(r[0]["latency_ns"]["p99"].as_u64(), Some(3_000_000));
         assert_eq!(r[2]["status"], "skipped");
         assert_eq!(j["metrics"][0]["values"][1]["value"].as_f64(), Some(1000.0));
+    }
+
+    #[test]
+    fn what_tls_adds_is_reported_beside_plaintext() {
+        let relink = |ms: [u64; 3]| {
+            Outcome::Relink(RelinkResult {
+                server: "Campbell",
+                rounds: ms.map(std::time::Duration::from_millis).to_vec(),
+            })
+        };
+        let mut tls = load(2000);
+        tls.cpu_ns = Some(2000 * 26_000);
+        let r = Report {
+            header: Header::default(),
+            measurements: vec![
+                Measurement {
+                    implementation: "rust".into(),
+                    scenario: Scenario::Iamat,
+                    outcome: Outcome::Load(load(4000)),
+                },
+                Measurement {
+                    implementation: "rust+tls".into(),
+                    scenario: Scenario::Iamat,
+                    outcome: Outcome::Load(tls),
+                },
+                Measurement {
+                    implementation: "rust".into(),
+                    scenario: Scenario::Relink,
+                    outcome: relink([5, 3, 9]),
+                },
+                Measurement {
+                    implementation: "rust+tls".into(),
+                    scenario: Scenario::Relink,
+                    outcome: relink([12, 30, 10]),
+                },
+            ],
+        };
+        let t = r.text();
+        assert!(
+            t.contains("iamat herd CPU per update  20.0 us    26.0 us  +6.0 us"),
+            "{t}"
+        );
+        assert!(
+            t.contains("iamat replies/s            4000       2000     -50.0%"),
+            "{t}"
+        );
+        assert!(
+            t.contains("relink median              5.0 ms     12.0 ms  +7.0 ms"),
+            "{t}"
+        );
+        assert!(
+            t.contains("rust+tls  Campbell  12.0 ms  30.0 ms  12.0 ms 30.0 ms 10.0 ms"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -6,14 +6,12 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use proxy_herd::cli::{self, Command};
 use proxy_herd::event_loop::{EventLoop, StartError};
 use proxy_herd::herd::config::HerdConfig;
 use proxy_herd::log::Log;
 use proxy_herd::tls::certs;
-use proxy_herd::tls::peer::PeerTls;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,14 +32,6 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(2, &e),
     };
-    // Read and checked at start-up: a bad file is a one-line error, exit 2.
-    let peer_tls = match &options.peer_tls {
-        Some(files) => match PeerTls::load(files, &options.name) {
-            Ok(tls) => Some(Arc::new(tls)),
-            Err(e) => return fail(2, &e),
-        },
-        None => None,
-    };
     settings.log = match Log::open(&options.log_path) {
         Ok(log) => log,
         Err(e) => {
@@ -49,14 +39,6 @@ fn main() -> ExitCode {
             return fail(1, &format!("cannot open the log {path}: {e}"));
         }
     };
-    if peer_tls.is_some() {
-        // The loop does not carry peer TLS yet: say so rather than let the
-        // TLS options pass for protection.
-        let warning = "peer TLS is configured and its files are good, but this build's \
-                       event loop does not speak TLS to peers yet: peer links are plaintext";
-        eprintln!("proxy-herd: warning: {warning}");
-        settings.log.event(format_args!("warning: {warning}"));
-    }
     let mut event_loop = match EventLoop::new(settings) {
         Ok(l) => l,
         Err(e @ StartError::Config(_)) => return fail(2, &e.to_string()),

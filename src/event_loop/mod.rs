@@ -63,10 +63,13 @@ use crate::log::Log;
 use crate::places::resolver::Resolver;
 use crate::places::{PlacesClient, PlacesConn, PlacesEvent, PlacesSettings};
 use crate::timers::{Scheduler, Timers};
-use crate::transport::{Flushed, Transport};
+use crate::tls::link::PeerTransport;
+use crate::tls::peer::PeerTls;
+use crate::transport::{Flushed, StreamTransport, Transport};
 
 mod peers;
 mod places;
+mod tls;
 
 /// The client listener (asyncio's `create_server`).
 pub const CLIENT_LISTENER: Token = Token(usize::MAX - 1);
@@ -112,6 +115,8 @@ pub struct Settings {
     pub state_path: Option<std::path::PathBuf>,
     /// The herd secret (`--herd-secret-file`), if any.
     pub secret: Option<Secret>,
+    /// Peer links over mutual TLS (`--peer-cert`, `--peer-key`, `--peer-ca`).
+    pub peer_tls: Option<PeerTls>,
 }
 
 /// Why the loop could not start.
@@ -172,13 +177,13 @@ enum Conn {
     },
     /// Our link to a neighbour (we dialed); `connected` once the connect is done.
     PeerOut {
-        transport: Transport,
+        transport: PeerTransport,
         proto: PeerOutProtocol,
         connected: bool,
     },
     /// A neighbour's link to us (it dialed).
     PeerIn {
-        transport: Transport,
+        transport: PeerTransport,
         proto: PeerInProtocol,
     },
     /// An HTTPS connection to Places (its TLS transport is inside).
@@ -186,11 +191,10 @@ enum Conn {
 }
 
 impl Conn {
-    fn transport(&mut self) -> Option<&mut Transport> {
+    fn transport(&mut self) -> Option<&mut dyn StreamTransport> {
         match self {
-            Conn::Client { transport, .. }
-            | Conn::PeerOut { transport, .. }
-            | Conn::PeerIn { transport, .. } => Some(transport),
+            Conn::Client { transport, .. } => Some(transport),
+            Conn::PeerOut { transport, .. } | Conn::PeerIn { transport, .. } => Some(transport),
             Conn::Places(_) => None,
         }
     }
@@ -219,7 +223,7 @@ enum Input {
 }
 
 /// The one read helper: a single `read`, retried on EINTR.
-fn read_once(transport: &mut Transport, buf: &mut [u8]) -> Input {
+fn read_once(transport: &mut dyn StreamTransport, buf: &mut [u8]) -> Input {
     match transport.read(buf) {
         Ok(0) => Input::Eof,
         Ok(n) => Input::Data(n),
@@ -258,6 +262,8 @@ pub struct EventLoop {
     next_id: u64,
     clients: usize,
     stop: Option<&'static str>,
+    /// `--peer-cert` and company: every peer connection is TLS.
+    peer_tls: Option<PeerTls>,
 }
 
 /// Nanoseconds since the epoch, for AT time differences.
@@ -356,6 +362,7 @@ impl EventLoop {
             next_id: 0,
             clients: 0,
             stop: None,
+            peer_tls: settings.peer_tls,
         })
     }
 
@@ -522,6 +529,7 @@ impl EventLoop {
             Some(transport) => read_once(transport, &mut buf),
             None => Input::Nothing,
         };
+        self.log_handshake(conn);
         match input {
             Input::Data(n) => {
                 if let Some(slot) = self.conns.get_mut(conn.key) {
@@ -553,6 +561,10 @@ impl EventLoop {
                 });
             }
             Input::Nothing => {}
+            // A TLS failure says what failed (docs/protocol.md).
+            Input::Failed(e) if e.kind() == io::ErrorKind::InvalidData => {
+                self.close(conn, CloseReason::Io(e.to_string()))
+            }
             Input::Failed(e) => self.close(conn, CloseReason::Io(format!("read error: {e}"))),
         }
         self.read_buf = buf;
@@ -979,10 +991,7 @@ impl EventLoop {
                     if token == CLIENT_LISTENER {
                         self.client_made(stream, addr);
                     } else {
-                        self.insert(stream, |transport, id, ctx| Conn::PeerIn {
-                            transport,
-                            proto: PeerInProtocol::connection_made(id, &addr, ctx),
-                        });
+                        self.peer_accepted(stream, addr);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

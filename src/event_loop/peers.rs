@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::tls::PeerSide;
 use super::{Conn, EventLoop, TimerEvent};
 use crate::conn_ref::ConnRef;
 use crate::herd::actions::CloseReason;
@@ -22,16 +23,19 @@ impl EventLoop {
             return;
         };
         let now = Instant::now();
-        let opened = match TcpStream::connect(addr) {
-            Ok(stream) => self
-                .insert(stream, |transport, id, _| Conn::PeerOut {
-                    transport,
-                    proto: PeerOutProtocol::new(id, link, now),
-                    connected: false,
-                })
-                .ok_or_else(|| "cannot register".to_string()),
-            Err(e) => Err(format!("dial {addr} failed: {e}")),
-        };
+        let opened =
+            PeerSide::dial(self.peer_tls.as_ref(), &self.herd.links[link].name).and_then(|side| {
+                match TcpStream::connect(addr) {
+                    Ok(stream) => self
+                        .insert(stream, |transport, id, _| Conn::PeerOut {
+                            transport: side.wrap(transport),
+                            proto: PeerOutProtocol::new(id, link, now),
+                            connected: false,
+                        })
+                        .ok_or_else(|| "cannot register".to_string()),
+                    Err(e) => Err(format!("dial {addr} failed: {e}")),
+                }
+            });
         let mut scheduler = Scheduler {
             timers: &mut self.timers,
             now,

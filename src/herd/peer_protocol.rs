@@ -667,6 +667,12 @@ impl PeerInProtocol {
                     let why = format!("refused HELLO from {}: not a neighbour", Escaped(name));
                     return Self::refuse(transport, "not a neighbour", why);
                 };
+                // Over TLS, a herd certificate speaks only for its own name.
+                let claimed = &herd.links[l].name;
+                if let Err(e) = transport.check_peer_name(claimed) {
+                    let why = format!("refused HELLO from {claimed}: {e}");
+                    return Self::refuse(transport, &format!("certificate not for {claimed}"), why);
+                }
                 if self.challenged.is_some() {
                     return Self::refuse(transport, "PROOF expected", "a second HELLO".into());
                 }

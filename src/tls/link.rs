@@ -14,9 +14,9 @@ use mio::net::TcpStream;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConnection, Connection, ServerConnection};
 
-use super::peer::{REFUSE_PLAINTEXT, REFUSE_TLS};
+use super::peer::{check_claimed_name, REFUSE_PLAINTEXT, REFUSE_TLS};
 use super::transport::{looks_like_tls, TlsTransport};
-use crate::transport::{Flushed, Transport};
+use crate::transport::{Flushed, StreamTransport, Transport, WriteTransport};
 
 /// A peer connection's transport.
 pub enum PeerTransport {
@@ -153,12 +153,54 @@ impl PeerTransport {
         }
     }
 
-    /// Before the socket is dropped: over TLS, close_notify and FIN (best
-    /// effort), so the other side sees a clean end; nothing for plaintext.
+    /// Before the socket is dropped: a last flush, then (over TLS)
+    /// close_notify, then FIN, best effort, so the other side sees a clean end.
     pub fn close(&mut self) {
-        if let PeerTransport::Tls(t) = self {
-            t.close();
+        match self {
+            PeerTransport::Plain { transport, .. } => transport.close(),
+            PeerTransport::Tls(t) => t.close(),
         }
+    }
+}
+
+impl WriteTransport for PeerTransport {
+    fn write(&mut self, data: &[u8]) {
+        PeerTransport::write(self, data);
+    }
+
+    fn out_buf(&mut self) -> &mut Vec<u8> {
+        PeerTransport::out_buf(self)
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.backlog()
+    }
+
+    /// Over TLS, the claimed name must be in the certificate the other side
+    /// presented in the handshake ([`check_claimed_name`]).
+    fn check_peer_name(&self, name: &str) -> Result<(), String> {
+        match self {
+            PeerTransport::Plain { .. } => Ok(()),
+            PeerTransport::Tls(t) => check_claimed_name(t.peer_certificates(), name),
+        }
+    }
+}
+
+impl StreamTransport for PeerTransport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        PeerTransport::read(self, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<Flushed> {
+        PeerTransport::flush(self)
+    }
+
+    fn close(&mut self) {
+        PeerTransport::close(self);
+    }
+
+    fn stream_mut(&mut self) -> &mut TcpStream {
+        PeerTransport::stream_mut(self)
     }
 }
 
@@ -166,7 +208,7 @@ impl PeerTransport {
 mod tests {
     use super::*;
     use crate::tls::certs::{HerdCa, Validity};
-    use crate::tls::peer::{check_claimed_name, PeerTls};
+    use crate::tls::peer::PeerTls;
     use mio::{Events, Interest, Poll, Token};
     use std::io::{Read, Write};
     use std::path::Path;

@@ -363,31 +363,31 @@ impl<C: TlsConnection> TlsTransport<C> {
     /// plaintext that has arrived, `Ok(0)` after close_notify,
     /// `UnexpectedEof` after a TCP end of file without it, `WouldBlock` when
     /// nothing is there, and `InvalidData` when TLS failed.
+    ///
+    /// It fills `buf` whenever that much has arrived, from what is left over
+    /// from the last read and from the socket: a caller that reads again only
+    /// after a full buffer (an edge-triggered loop) must not be handed a short
+    /// leftover while more waits in the kernel, where no new edge announces it.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if !self.inbox.is_empty() {
-                let n = self.inbox.len().min(buf.len());
-                buf[..n].copy_from_slice(&self.inbox[..n]);
-                self.inbox.drain(..n);
-                return Ok(n);
-            }
-            match self.closed {
-                Some(Closed::Clean) => return Ok(0),
-                Some(Closed::Abrupt) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "closed without close_notify",
-                    ))
-                }
-                None => {}
-            }
+        if self.inbox.len() < buf.len() && self.closed.is_none() {
             let mut inbox = std::mem::take(&mut self.inbox);
             let got = self.receive(&mut inbox, buf.len());
             self.inbox = inbox;
-            let got = got?;
-            if got.bytes == 0 && got.closed.is_none() {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
+            got?;
+        }
+        if !self.inbox.is_empty() {
+            let n = self.inbox.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.inbox[..n]);
+            self.inbox.drain(..n);
+            return Ok(n);
+        }
+        match self.closed {
+            Some(Closed::Clean) => Ok(0),
+            Some(Closed::Abrupt) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed without close_notify",
+            )),
+            None => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -691,6 +691,35 @@ mod tests {
         });
         assert_eq!(last, Some(Err(io::ErrorKind::UnexpectedEof)));
         assert_eq!(server.closed(), Some(Closed::Abrupt));
+    }
+
+    #[test]
+    fn a_read_fills_the_buffer_while_more_waits_in_the_kernel() {
+        let (riley, jaquez) = herd();
+        let mut poll = Poll::new().unwrap();
+        let (d, a) = socket_pair(&poll);
+        let mut client = TlsTransport::new(d, riley.dial("Jaquez").unwrap());
+        let mut server = TlsTransport::new(a, jaquez.accept().unwrap());
+        run_until(&mut poll, || {
+            client.receive(&mut Vec::new(), usize::MAX).unwrap();
+            client.flush().unwrap();
+            server.receive(&mut Vec::new(), usize::MAX).unwrap();
+            server.flush().unwrap();
+            !client.is_handshaking() && !server.is_handshaking()
+        });
+        let bulk = vec![b'x'; 100_000];
+        client.write(&bulk);
+        let mut peeked = vec![0u8; 256 * 1024];
+        run_until(&mut poll, || {
+            client.flush().unwrap();
+            client.all_sent() && server.stream().peek(&mut peeked).unwrap_or(0) > bulk.len()
+        });
+        // Records are 16 KiB, so the first read takes more than it hands out;
+        // the second must still fill the buffer, not return the short rest:
+        // an edge-triggered caller reads again only after a full buffer.
+        let mut buf = vec![0u8; 30_000];
+        assert_eq!(server.read(&mut buf).unwrap(), buf.len());
+        assert_eq!(server.read(&mut buf).unwrap(), buf.len());
     }
 
     #[test]
