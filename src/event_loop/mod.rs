@@ -709,9 +709,9 @@ impl EventLoop {
             let Some(transport) = slot.conn.transport() else {
                 return;
             };
-            let had = transport.backlog();
+            let had = transport.get_write_buffer_size();
             let flushed = transport.flush();
-            let took_some = transport.backlog() < had;
+            let took_some = transport.get_write_buffer_size() < had;
             match flushed {
                 Err(e) => return self.close(conn, CloseReason::Io(format!("write error: {e}"))),
                 Ok(Flushed::Pending) => {
