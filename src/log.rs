@@ -26,11 +26,17 @@ pub struct Log {
     file: Option<File>,
     /// Where `file` was opened, for [`Log::reopen`].
     path: Option<PathBuf>,
-    buf: String,
+    buf: Vec<u8>,
     /// `2026-11-22T05:50:00.` for the second last stamped, so most lines
     /// format only their microseconds.
     stamp: (u64, String),
+    /// The current line stamp (`...00.123456Z `), made once per loop turn:
+    /// see [`Log::tick`].
+    now: Option<[u8; STAMP_LEN]>,
 }
+
+/// `2026-11-22T05:50:00.123456Z ` (with the space).
+const STAMP_LEN: usize = 28;
 
 /// A piece of a hot log line (see [`Log::line`]).
 #[derive(Debug, Clone, Copy)]
@@ -50,8 +56,9 @@ impl Log {
         Ok(Log {
             file: Some(open_append(path)?),
             path: Some(path.to_path_buf()),
-            buf: String::with_capacity(FLUSH_AT),
+            buf: Vec::with_capacity(FLUSH_AT),
             stamp: (u64::MAX, String::new()),
+            now: None,
         })
     }
 
@@ -60,8 +67,9 @@ impl Log {
         Log {
             file: None,
             path: None,
-            buf: String::new(),
+            buf: Vec::new(),
             stamp: (u64::MAX, String::new()),
+            now: None,
         }
     }
 
@@ -71,8 +79,8 @@ impl Log {
             return;
         }
         self.stamp_now();
-        // Writing into a String cannot fail.
-        let _ = self.buf.write_fmt(args);
+        // Writing into a Vec cannot fail.
+        let _ = io::Write::write_fmt(&mut self.buf, args);
         self.end_line();
     }
 
@@ -86,7 +94,7 @@ impl Log {
         self.stamp_now();
         for part in parts {
             match *part {
-                Part::Str(s) => self.buf.push_str(s),
+                Part::Str(s) => self.buf.extend_from_slice(s.as_bytes()),
                 Part::Bytes(b) => push_escaped(&mut self.buf, b),
                 Part::Num(n) => push_num(&mut self.buf, n),
             }
@@ -94,7 +102,27 @@ impl Log {
         self.end_line();
     }
 
+    /// A new loop turn: the next line takes a fresh timestamp ([`Log::flush`]
+    /// does the same). The lines logged in between share it, so a line
+    /// costs one copy of its bytes, not a clock read and a conversion each
+    /// (docs/logging.md).
+    pub fn tick(&mut self) {
+        self.now = None;
+    }
+
     fn stamp_now(&mut self) {
+        let stamp = match self.now {
+            Some(stamp) => stamp,
+            None => {
+                let stamp = self.make_stamp();
+                self.now = Some(stamp);
+                stamp
+            }
+        };
+        self.buf.extend_from_slice(&stamp);
+    }
+
+    fn make_stamp(&mut self) -> [u8; STAMP_LEN] {
         let d = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -104,22 +132,21 @@ impl Log {
             prefix.truncate(prefix.len() - "000000Z".len());
             self.stamp = (d.as_secs(), prefix);
         }
-        self.buf.push_str(&self.stamp.1);
-        let micros = d.subsec_micros();
-        let mut digits = [b'0'; 6];
-        let mut m = micros;
-        for slot in digits.iter_mut().rev() {
+        let mut stamp = [b' '; STAMP_LEN];
+        let prefix = self.stamp.1.as_bytes();
+        let n = prefix.len().min(STAMP_LEN - 8);
+        stamp[..n].copy_from_slice(&prefix[..n]);
+        let mut m = d.subsec_micros();
+        for slot in stamp[n..n + 6].iter_mut().rev() {
             *slot = b'0' + (m % 10) as u8;
             m /= 10;
         }
-        // Six ASCII digits.
-        self.buf
-            .push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
-        self.buf.push_str("Z ");
+        stamp[n + 6] = b'Z';
+        stamp
     }
 
     fn end_line(&mut self) {
-        self.buf.push('\n');
+        self.buf.push(b'\n');
         if self.buf.len() >= FLUSH_AT {
             self.flush();
         }
@@ -128,11 +155,13 @@ impl Log {
     /// Writes the buffer out. A failing log disk must not stop the server, so
     /// the error is reported on stderr and the lines are dropped.
     pub fn flush(&mut self) {
+        // What is logged after a flush is stamped afresh.
+        self.now = None;
         if self.buf.is_empty() {
             return;
         }
         if let Some(file) = self.file.as_mut() {
-            if let Err(e) = file.write_all(self.buf.as_bytes()) {
+            if let Err(e) = file.write_all(&self.buf) {
                 eprintln!("proxy-herd: cannot write the log: {e}");
             }
         }
@@ -199,7 +228,7 @@ pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
 }
 
 /// Appends `n` in decimal.
-fn push_num(out: &mut String, mut n: u64) {
+fn push_num(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -210,12 +239,34 @@ fn push_num(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("?"));
+    out.extend_from_slice(&digits[i..]);
 }
 
-/// Appends bytes as [`Escaped`] displays them.
-fn push_escaped(out: &mut String, bytes: &[u8]) {
-    let _ = write!(out, "{}", Escaped(bytes));
+/// Appends bytes as [`Escaped`] displays them: runs of printable ASCII are
+/// copied as they are (lines are mostly that), anything else as `\xNN`.
+fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let run = rest.iter().take_while(|b| is_plain(**b)).count();
+        let (text, tail) = rest.split_at(run);
+        out.extend_from_slice(text);
+        let Some((&b, tail)) = tail.split_first() else {
+            break;
+        };
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(&[
+            b'\\',
+            b'x',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 15)],
+        ]);
+        rest = tail;
+    }
+}
+
+/// Printable ASCII other than the backslash: logged as it is.
+fn is_plain(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'\\'
 }
 
 /// Displays bytes from the network on one line: printable ASCII as is,
@@ -224,11 +275,10 @@ pub struct Escaped<'a>(pub &'a [u8]);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'\\';
         let mut rest = self.0;
         while !rest.is_empty() {
             // Write each run of printable ASCII in one go: lines are mostly that.
-            let run = rest.iter().take_while(|b| plain(b)).count();
+            let run = rest.iter().take_while(|b| is_plain(**b)).count();
             let (text, tail) = rest.split_at(run);
             f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)?;
             let Some((&b, tail)) = tail.split_first() else {

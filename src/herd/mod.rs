@@ -206,19 +206,38 @@ impl Herd {
     /// An update from the neighbour on link `from`: true if it is new here
     /// (and so must be flooded on, except back to `from`).
     pub fn peer_update(&mut self, from: usize, update: &Update) -> bool {
-        let new = self
-            .store
-            .update(&update.client, update.time_ns, &update.at_line);
+        self.peer_update_line(from, &update.client, update.time_ns, &update.at_line)
+    }
+
+    /// [`Herd::peer_update`] for a canonical AT line, its client ID and
+    /// client time (as [`crate::protocol::peer::update_key`] reads them).
+    pub fn peer_update_line(
+        &mut self,
+        from: usize,
+        client: &[u8],
+        time_ns: i128,
+        at_line: &[u8],
+    ) -> bool {
+        let new = self.store.update(client, time_ns, at_line);
         if new {
-            self.persist(&update.at_line);
+            self.persist(at_line);
         }
+        self.log_update(from, client, new);
+        new
+    }
+
+    /// An update from link `from` that is not new here: dropped, and logged.
+    pub fn peer_update_known(&mut self, from: usize, client: &[u8]) {
+        self.log_update(from, client, false);
+    }
+
+    fn log_update(&mut self, from: usize, client: &[u8], new: bool) {
         self.log.line(&[
             Part::Str("update from "),
             Part::Str(&self.links[from].name),
             Part::Str(if new { " new: " } else { " known: " }),
-            Part::Bytes(&update.client),
+            Part::Bytes(client),
         ]);
-        new
     }
 }
 

@@ -608,9 +608,29 @@ impl PeerInProtocol {
         line: &[u8],
         transport: &mut dyn WriteTransport,
     ) -> Result<(), CloseReason> {
+        // An update is the commonest message, and most are duplicates (a
+        // flood reaches a server once per link into it): those cost a
+        // lookup, with no parse beyond their client and time, and no copy.
+        if let (Some(from), Some((client, time_ns))) = (self.link, peer::update_key(line)) {
+            let herd = &mut *ctx.herd;
+            if !herd.store.is_new(client, time_ns, line) {
+                self.log_received(herd, line);
+                herd.peer_update_known(from, client);
+                return Ok(());
+            }
+            if peer::parse_canonical_update(line).is_some() {
+                self.log_received(herd, line);
+                if herd.peer_update_line(from, client, time_ns, line) {
+                    ctx.actions.push(Action::Flood {
+                        at: line.to_vec(),
+                        from: Some(from),
+                    });
+                }
+                return Ok(());
+            }
+        }
         let message = peer::parse_peer_message(line);
         let herd = &mut *ctx.herd;
-        let name = self.link.map_or("?", |l| herd.links[l].name.as_str());
         // A catch-up is summed up in one line when it ends, not logged each.
         if !matches!(
             message,
@@ -620,14 +640,7 @@ impl PeerInProtocol {
                 | PeerMessage::Sync(_)
                 | PeerMessage::Synced { .. }
         ) {
-            herd.log.line(&[
-                Str("peer-in "),
-                Str(name),
-                Str("#"),
-                Num(self.id),
-                Str(" < "),
-                Bytes(line),
-            ]);
+            self.log_received(herd, line);
         }
         match (message, self.link) {
             (PeerMessage::Update(update), Some(from)) => {
@@ -718,12 +731,25 @@ impl PeerInProtocol {
                 self.greeted(ctx, l, transport);
             }
             (_, None) => return Self::refuse(transport, "HELLO expected", "no HELLO".into()),
-            (_, Some(_)) => herd.log.event(format_args!(
-                "peer-in {name}#{}: invalid line ignored",
-                self.id
+            (_, Some(l)) => herd.log.event(format_args!(
+                "peer-in {}#{}: invalid line ignored",
+                herd.links[l].name, self.id
             )),
         }
         Ok(())
+    }
+
+    /// Logs a line received from the neighbour.
+    fn log_received(&self, herd: &mut super::Herd, line: &[u8]) {
+        let name = self.link.map_or("?", |l| herd.links[l].name.as_str());
+        herd.log.line(&[
+            Str("peer-in "),
+            Str(name),
+            Str("#"),
+            Num(self.id),
+            Str(" < "),
+            Bytes(line),
+        ]);
     }
 
     /// The neighbour on `link` is accepted: WELCOME it, make this its link
@@ -869,6 +895,43 @@ mod tests {
         // The dial's and the greeting's timeouts were cancelled.
         let due = p.riley.advance(LINK_TIMEOUT * 2);
         assert!(due.is_empty(), "{due:?}");
+    }
+
+    #[test]
+    fn an_update_floods_on_once_and_its_duplicate_costs_a_lookup() {
+        let mut w = World::new("Jaquez", &["Riley", "Bernard"], Limits::default());
+        let mut inn = w.with(THEM, |ctx| PeerInProtocol::connection_made(2, &"x", ctx));
+        let mut out = Vec::new();
+        w.with(THEM, |ctx| {
+            inn.data_received(ctx, b"HELLO Riley\n", &mut out)
+        });
+        w.take_actions();
+        let at = b"AT Riley +0.100000000 kiwi +1+1 1\n";
+        w.with(THEM, |ctx| inn.data_received(ctx, at, &mut out));
+        assert_eq!(
+            w.take_actions(),
+            vec![Action::Flood {
+                at: at[..at.len() - 1].to_vec(),
+                from: Some(0)
+            }]
+        );
+        w.with(THEM, |ctx| inn.data_received(ctx, at, &mut out));
+        assert!(w.take_actions().is_empty(), "a duplicate goes no further");
+        // A line a neighbour spaced oddly takes the full path, as before.
+        w.with(THEM, |ctx| {
+            inn.data_received(ctx, b"AT  Riley +0.100000000 kiwi +1+1 2\n", &mut out)
+        });
+        assert_eq!(
+            w.take_actions(),
+            vec![Action::Flood {
+                at: b"AT Riley +0.100000000 kiwi +1+1 2".to_vec(),
+                from: Some(0)
+            }]
+        );
+        assert_eq!(
+            w.herd.store.get(b"kiwi").map(|p| p.at_line.0.to_vec()),
+            Some(b"AT Riley +0.100000000 kiwi +1+1 2".to_vec())
+        );
     }
 
     #[test]

@@ -197,6 +197,22 @@ pub fn parse_update(line: &[u8]) -> Option<Update> {
     })
 }
 
+/// The client ID and client time of an AT line in canonical form (single
+/// spaces), without checking anything else: enough to ask the store whether
+/// the update is new, which for most updates a neighbour sends it is not
+/// (a flood reaches a server once per link into it). A line that is new is
+/// checked in full before it is stored ([`parse_canonical_update`]).
+pub fn update_key(line: &[u8]) -> Option<(&[u8], i128)> {
+    let rest = line.strip_prefix(b"AT ")?;
+    let mut fields = rest.splitn(5, |&b| b == b' ');
+    let (_server, _diff, client) = (fields.next()?, fields.next()?, fields.next()?);
+    let (_location, time) = (fields.next()?, fields.next()?);
+    if client.is_empty() || time.contains(&b' ') {
+        return None;
+    }
+    Some((client, parse_time(time)?))
+}
+
 /// Checks an AT line in the canonical form [`parse_update`] gives (single
 /// spaces, nothing else) without copying it: its client ID and client time.
 /// For lines read back from the state file, a million at a start.
@@ -448,6 +464,20 @@ fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn update_key_reads_client_and_time_of_canonical_lines_only() {
+        let line = b"AT Riley +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503";
+        assert_eq!(
+            update_key(line),
+            Some((&b"kiwi"[..], 1_621_464_827_959_498_503))
+        );
+        assert_eq!(update_key(b"AT Riley +0.1 kiwi  +1+1 1"), None);
+        assert_eq!(update_key(b"AT Riley +0.1 kiwi +1+1 1 extra"), None);
+        assert_eq!(update_key(b"AT Riley +0.1 kiwi +1+1"), None);
+        assert_eq!(update_key(b"PING"), None);
+        assert_eq!(update_key(b"AT Riley +0.1 kiwi +1+1 x"), None);
+    }
 
     #[test]
     fn greetings() {
