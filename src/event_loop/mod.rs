@@ -8,7 +8,9 @@
 //!    (not at all when a connection still has input from the last turn);
 //! 2. handle the ready sockets, peer links before clients, so that an update
 //!    that arrived before a client's question is known when it is answered;
-//!    then the connections that still had input after their last read;
+//!    then the connections that still had input after their last read; then
+//!    write what they asked for: the floods (one write per neighbour per
+//!    turn), the state file, the log (one write), the replies;
 //! 3. run the timers that are due (`call_later` callbacks);
 //! 4. flush the state file and the log, then free the connections closed
 //!    during the turn (so a close is logged before the other side sees it).
@@ -24,8 +26,9 @@
 //! bytes per turn. A read that filled the buffer may have left more in the
 //! kernel, and an edge-triggered poll will not say so again, so the
 //! connection goes on a list served in the next turn, after the others. Each
-//! read's replies and floods are written at once, so a client that pipelines
-//! and reads is never mistaken for one that does not read.
+//! turn's replies are written in that turn, so a client that pipelines and
+//! reads is never mistaken for one that does not read (one read's replies
+//! are far below the 1 MiB bound).
 //!
 //! Tokens: the listeners and the signal pipe have named constant tokens; every
 //! other token is a slab key. Slab keys are reused, so timers and requests that
@@ -255,8 +258,10 @@ pub struct EventLoop {
     state_busy: bool,
     /// Bytes of unfinished lines held by all connections together.
     unfinished: usize,
-    /// Peers written to while handling an event: flushed before the client.
+    /// Peers written to during the turn: flushed before the clients.
     dirty_peers: Vec<usize>,
+    /// Other connections to flush at the end of phase 2.
+    dirty: Vec<ConnRef>,
     to_reap: Vec<usize>,
     next_gen: u32,
     next_id: u64,
@@ -357,6 +362,7 @@ impl EventLoop {
             state_busy: herd_state_busy,
             unfinished: 0,
             dirty_peers: Vec::new(),
+            dirty: Vec::new(),
             to_reap: Vec::new(),
             next_gen: 0,
             next_id: 0,
@@ -406,6 +412,7 @@ impl EventLoop {
             }
             // Phase 2: ready sockets, peers first; then the connections that
             // had more input than one read took last turn.
+            self.herd.log.tick();
             let carried = std::mem::take(&mut self.more_input);
             let carried_out = std::mem::take(&mut self.more_output);
             for conn in carried_out {
@@ -426,6 +433,7 @@ impl EventLoop {
                     }
                 }
             }
+            self.flush_turn();
             // Phase 3: timers that are due.
             let now = Instant::now();
             while let Some(event) = self.timers.pop_expired(now) {
@@ -498,8 +506,38 @@ impl EventLoop {
             self.read_ready(conn);
         }
         if writable || readable {
+            self.mark_dirty(conn);
+        }
+    }
+
+    /// `conn` has something to write, or its socket room for it: flushed at
+    /// the end of phase 2 ([`flush_turn`](Self::flush_turn)).
+    fn mark_dirty(&mut self, conn: ConnRef) {
+        if self.is_peer(conn.key) {
+            if !self.dirty_peers.contains(&conn.key) {
+                self.dirty_peers.push(conn.key);
+            }
+        } else {
+            self.dirty.push(conn);
+        }
+    }
+
+    /// The end of phase 2: what the turn's reads asked for goes out, in this
+    /// order, so that a client that gets its AT line and asks a neighbour
+    /// finds the update there, a kill cannot lose what it saw acknowledged,
+    /// and what it saw is logged: the floods (one write per neighbour for
+    /// the whole turn), the state file, the log (one write), then the
+    /// replies.
+    fn flush_turn(&mut self) {
+        self.flush_dirty_peers();
+        self.herd.flush_state();
+        self.herd.log.flush();
+        for conn in std::mem::take(&mut self.dirty) {
             self.flush(conn);
         }
+        // A flush may close a client, which may ask for more (a Places
+        // request's end): those writes go out now too.
+        self.flush_dirty_peers();
     }
 
     /// A connection on last turn's list: one more read, if it is still ours.
@@ -509,17 +547,17 @@ impl EventLoop {
                 slot.more_input = false;
                 if !slot.closing {
                     self.read_ready(conn);
-                    self.flush(conn);
+                    self.mark_dirty(conn);
                 }
             }
         }
     }
 
-    /// One read on a connection, handed to its protocol; then the floods, the
-    /// state file, the log and the replies go out, in that order: a client
-    /// that gets its AT line and asks a neighbour finds the update there, a
-    /// kill cannot lose what it saw acknowledged, and what it saw is logged.
+    /// One read on a connection, handed to its protocol; what it writes goes
+    /// out at the end of phase 2 ([`flush_turn`](Self::flush_turn)).
     fn read_ready(&mut self, conn: ConnRef) {
+        // The lines this read logs share one timestamp.
+        self.herd.log.tick();
         let mut buf = std::mem::take(&mut self.read_buf);
         let input = match self
             .conns
@@ -570,11 +608,6 @@ impl EventLoop {
         self.read_buf = buf;
         self.count_unfinished(conn);
         self.apply();
-        self.flush_dirty_peers();
-        self.herd.flush_state();
-        // What a client is about to see is in the log first (one write per
-        // read with logging on, skipped when nothing was logged).
-        self.herd.log.flush();
     }
 
     /// Keeps the total of unfinished lines up to date after a read; past the
