@@ -7,8 +7,9 @@
 //! 1. sleep in `poll` until a socket is ready or the nearest timer is due
 //!    (not at all when a connection still has input from the last turn);
 //! 2. handle the ready sockets, peer links before clients, so that an update
-//!    that arrived before a client's question is known when it is answered;
-//!    then the connections that still had input after their last read;
+//!    that arrived before a client's question is known when it is answered,
+//!    and the HTTP endpoint last, so that it never delays either; then the
+//!    connections that still had input after their last read, in that order;
 //! 3. run the timers that are due (`call_later` callbacks);
 //! 4. flush the state file and the log, then free the connections closed
 //!    during the turn (so a close is logged before the other side sees it).
@@ -38,8 +39,8 @@
 //! [`crate::places::client`]); this module owns every socket and carries out
 //! what they ask ([`Action`], [`crate::places::PlacesAction`]). Its files: this one (the
 //! loop, the slab, reading, the one close path, carrying out actions,
-//! timers), `peers.rs` (dialing and flooding) and `places.rs` (Places
-//! connections).
+//! timers), `peers.rs` (dialing and flooding), `places.rs` (Places
+//! connections) and `http.rs` (the read-only HTTP endpoint, `--http`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -65,8 +66,12 @@ use crate::places::{PlacesClient, PlacesConn, PlacesEvent, PlacesSettings};
 use crate::timers::{Scheduler, Timers};
 use crate::transport::{Flushed, Transport};
 
+mod http;
 mod peers;
 mod places;
+
+pub use http::HttpSettings;
+use http::HttpSide;
 
 /// The client listener (asyncio's `create_server`).
 pub const CLIENT_LISTENER: Token = Token(usize::MAX - 1);
@@ -78,6 +83,8 @@ pub const PEER_LISTENER: Token = Token(usize::MAX - 2);
 pub const SIGNALS: Token = Token(usize::MAX - 3);
 /// The Places resolver thread's wake-up (see [`crate::places::resolver`]).
 pub const WAKER: Token = Token(usize::MAX - 4);
+/// The HTTP endpoint's listener (`--http`).
+pub const HTTP_LISTENER: Token = Token(usize::MAX - 5);
 
 /// How much one `read` takes, and so one connection's share of a turn. The
 /// buffer is shared by every connection, so an idle one owns no read buffer.
@@ -104,6 +111,8 @@ pub struct Settings {
     pub state_path: Option<std::path::PathBuf>,
     /// The herd secret (`--herd-secret-file`), if any.
     pub secret: Option<Secret>,
+    /// The read-only HTTP endpoint (`--http`, `http=`), if on.
+    pub http: Option<HttpSettings>,
 }
 
 /// Why the loop could not start.
@@ -134,6 +143,8 @@ pub enum TimerEvent {
     ResumeAccepting(Token),
     Herd(HerdEvent),
     Places(PlacesEvent),
+    /// An HTTP connection's head or keep-alive deadline may have come.
+    Http(ConnRef),
 }
 
 /// One slab entry.
@@ -173,6 +184,13 @@ enum Conn {
     },
     /// An HTTPS connection to Places (its TLS transport is inside).
     Places(Box<PlacesConn>),
+    /// A connection to the HTTP endpoint (`http#ID` in the log).
+    Http {
+        transport: Transport,
+        proto: crate::http::HttpProtocol,
+        id: u64,
+        addr: SocketAddr,
+    },
 }
 
 impl Conn {
@@ -180,13 +198,19 @@ impl Conn {
         match self {
             Conn::Client { transport, .. }
             | Conn::PeerOut { transport, .. }
-            | Conn::PeerIn { transport, .. } => Some(transport),
+            | Conn::PeerIn { transport, .. }
+            | Conn::Http { transport, .. } => Some(transport),
             Conn::Places(_) => None,
         }
     }
 
-    fn is_peer(&self) -> bool {
-        matches!(self, Conn::PeerOut { .. } | Conn::PeerIn { .. })
+    /// Phase 2's order: peers (0), clients and the rest (1), HTTP (2).
+    fn rank(&self) -> u8 {
+        match self {
+            Conn::PeerOut { .. } | Conn::PeerIn { .. } => 0,
+            Conn::Http { .. } => 2,
+            _ => 1,
+        }
     }
 
     /// Bytes of an unfinished line held for the next read.
@@ -194,7 +218,7 @@ impl Conn {
         match self {
             Conn::Client { proto, .. } => proto.unfinished(),
             Conn::PeerIn { proto, .. } => proto.unfinished(),
-            Conn::PeerOut { .. } | Conn::Places(_) => 0,
+            Conn::PeerOut { .. } | Conn::Places(_) | Conn::Http { .. } => 0,
         }
     }
 }
@@ -244,6 +268,8 @@ pub struct EventLoop {
     next_id: u64,
     clients: usize,
     stop: Option<&'static str>,
+    /// The HTTP endpoint, when on.
+    http: Option<HttpSide>,
 }
 
 /// Nanoseconds since the epoch, for AT time differences.
@@ -318,10 +344,18 @@ impl EventLoop {
         }
         let client_addr = client_listener.local_addr().unwrap_or(settings.client_addr);
         let peer_addr = peer_listener.local_addr().unwrap_or(settings.peer_addr);
+        let http = match settings.http {
+            Some(h) => Some(HttpSide::bind(h, registry, client_addr, peer_addr)?),
+            None => None,
+        };
         herd.log.event(format_args!(
             "{} listening for clients on {client_addr} and for peers on {peer_addr}",
             herd.name
         ));
+        if let Some(h) = &http {
+            herd.log
+                .event(format_args!("HTTP endpoint on http://{}/", h.addr()));
+        }
         herd.log.flush();
         Ok(EventLoop {
             poll,
@@ -343,6 +377,7 @@ impl EventLoop {
             next_id: 0,
             clients: 0,
             stop: None,
+            http,
         })
     }
 
@@ -381,14 +416,14 @@ impl EventLoop {
             // Phase 2: ready sockets, peers first; then the connections that
             // had more input than one read took last turn.
             let carried = std::mem::take(&mut self.more_input);
-            for peers_first in [true, false] {
+            for rank in 0..3 {
                 for event in events.iter() {
-                    if self.is_peer(event.token().0) == peers_first {
+                    if self.rank(event.token()) == rank {
                         self.dispatch(event);
                     }
                 }
                 for conn in &carried {
-                    if self.is_peer(conn.key) == peers_first {
+                    if self.rank(Token(conn.key)) == rank {
                         self.read_carried(*conn);
                     }
                 }
@@ -408,13 +443,17 @@ impl EventLoop {
         Ok(())
     }
 
-    fn is_peer(&self, key: usize) -> bool {
-        self.conns.get(key).is_some_and(|s| s.conn.is_peer())
+    /// When in phase 2 a token is handled (see [`Conn::rank`]).
+    fn rank(&self, token: Token) -> u8 {
+        match token {
+            HTTP_LISTENER => 2,
+            Token(key) => self.conns.get(key).map_or(1, |s| s.conn.rank()),
+        }
     }
 
     fn dispatch(&mut self, event: &Event) {
         match event.token() {
-            CLIENT_LISTENER | PEER_LISTENER => self.accept(event.token()),
+            CLIENT_LISTENER | PEER_LISTENER | HTTP_LISTENER => self.accept(event.token()),
             SIGNALS => self.signal_received(),
             WAKER => {
                 let now = Instant::now();
@@ -509,8 +548,9 @@ impl EventLoop {
                         transport, proto, ..
                     } => proto.data_received(ctx, data, transport),
                     Conn::PeerIn { transport, proto } => proto.data_received(ctx, data, transport),
-                    Conn::Places(_) => {}
+                    Conn::Places(_) | Conn::Http { .. } => {}
                 });
+                self.http_received(conn, Some(data));
             }
             Input::Eof => {
                 self.with_conn(conn, |c, ctx| match c {
@@ -519,8 +559,9 @@ impl EventLoop {
                     } => proto.eof_received(ctx, transport),
                     Conn::PeerOut { proto, .. } => proto.eof_received(ctx),
                     Conn::PeerIn { transport, proto } => proto.eof_received(ctx, transport),
-                    Conn::Places(_) => {}
+                    Conn::Places(_) | Conn::Http { .. } => {}
                 });
+                self.http_received(conn, None);
             }
             Input::Nothing => {}
             Input::Failed(e) => self.close(conn, CloseReason::Io(format!("read error: {e}"))),
@@ -712,6 +753,9 @@ impl EventLoop {
         let registry = self.poll.registry();
         let _ = registry.deregister(&mut self.client_listener);
         let _ = registry.deregister(&mut self.peer_listener);
+        if let Some(h) = self.http.as_mut() {
+            let _ = registry.deregister(&mut h.listener);
+        }
         for (_, slot) in self.conns.iter_mut() {
             if let Some(transport) = slot.conn.transport() {
                 let _ = transport.flush();
@@ -818,6 +862,7 @@ impl EventLoop {
         slot.closing = true;
         self.to_reap.push(conn.key);
         self.unfinished -= std::mem::take(&mut slot.unfinished);
+        self.herd.metrics.disconnect(slot.conn.kind(), &reason);
         let herd = &mut self.herd;
         match &mut slot.conn {
             Conn::Client { proto, addr, .. } => {
@@ -840,6 +885,10 @@ impl EventLoop {
                 herd.log
                     .event(format_args!("places conn#{} closed: {reason}", p.id));
             }
+            Conn::Http { id, addr, .. } => {
+                herd.log
+                    .event(format_args!("http#{id} {addr} closed: {reason}"));
+            }
         }
         let is_client = self.with_slot(conn, |c, ctx| match c {
             Conn::Client { proto, .. } => {
@@ -854,7 +903,7 @@ impl EventLoop {
                 proto.connection_lost(ctx, &reason);
                 false
             }
-            Conn::Places(_) => false,
+            Conn::Places(_) | Conn::Http { .. } => false,
         });
         let now = Instant::now();
         let mut scheduler = Scheduler {
@@ -868,6 +917,9 @@ impl EventLoop {
                 let why = reason.to_string();
                 let actions = self.places.conn_closed(conn, &why, now, &mut self.herd.log);
                 self.apply_places(actions);
+            }
+            Some(false) if matches!(self.conns[conn.key].conn, Conn::Http { .. }) => {
+                self.http_closed(conn.key);
             }
             _ => {}
         }
@@ -903,22 +955,23 @@ impl EventLoop {
             return;
         }
         loop {
-            let listener = if token == CLIENT_LISTENER {
-                &self.client_listener
-            } else {
-                &self.peer_listener
+            let listener = match (token, &self.http) {
+                (CLIENT_LISTENER, _) => &self.client_listener,
+                (HTTP_LISTENER, Some(h)) => &h.listener,
+                (HTTP_LISTENER, None) => return,
+                _ => &self.peer_listener,
             };
             match listener.accept() {
-                Ok((stream, addr)) => {
-                    if token == CLIENT_LISTENER {
-                        self.client_made(stream, addr);
-                    } else {
+                Ok((stream, addr)) => match token {
+                    CLIENT_LISTENER => self.client_made(stream, addr),
+                    HTTP_LISTENER => self.http_made(stream, addr),
+                    _ => {
                         self.insert(stream, |transport, id, ctx| Conn::PeerIn {
                             transport,
                             proto: PeerInProtocol::connection_made(id, &addr, ctx),
                         });
                     }
-                }
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_out_of_descriptors(&e) => {
                     // The pending connection stays in the backlog and epoll will
@@ -980,6 +1033,7 @@ impl EventLoop {
                 self.accept(token);
             }
             TimerEvent::Herd(event) => self.herd_timer(event, now),
+            TimerEvent::Http(conn) => self.http_timer(conn, now),
             TimerEvent::Places(event) => {
                 let actions = self.places.on_timer(event, now, &mut self.herd.log);
                 self.apply_places(actions);

@@ -177,6 +177,7 @@ impl PeerOutProtocol {
         transport: &mut dyn WriteTransport,
     ) -> bool {
         let link = self.link;
+        ctx.herd.metrics.peer_received(link, line.len());
         let message = peer::parse_peer_message(line);
         if !matches!(message, PeerMessage::Pong | PeerMessage::Blank) {
             ctx.herd.log.event(format_args!(
@@ -210,6 +211,7 @@ impl PeerOutProtocol {
                     if conn == ctx.me {
                         ctx.timers.cancel(timeout);
                         herd.links[link].failures = 0;
+                        herd.metrics.links[link].ups += 1;
                         herd.links[link].set_state(
                             LinkState::Up { conn },
                             "WELCOME received",
@@ -279,8 +281,11 @@ impl PeerOutProtocol {
         let start = out.len();
         for position in herd.store.positions() {
             peer::write_update(out, &position.at_line);
+            herd.metrics.peer_sent(self.link, position.at_line.len());
         }
         let bytes = out.len() - start;
+        herd.metrics
+            .catch_up_sent(self.link, herd.store.len(), bytes);
         self.allowance = PEER_BACKLOG + (transport.get_write_buffer_size() - before);
         herd.log.event(format_args!(
             "link {}: catch-up of {} positions sent ({bytes} bytes)",
@@ -292,6 +297,7 @@ impl PeerOutProtocol {
     /// Sends one flooded update; past the backlog bound the link is dropped.
     pub fn send_update(&mut self, ctx: &mut Ctx, at: &[u8], transport: &mut dyn WriteTransport) {
         peer::write_update(transport.out_buf(), at);
+        ctx.herd.metrics.flood_sent(self.link, at.len());
         let name = &ctx.herd.links[self.link].name;
         ctx.herd.log.line(&sent_line(name, self.id, at));
         if transport.get_write_buffer_size() > self.allowance {
@@ -311,6 +317,7 @@ impl PeerOutProtocol {
         } else if ctx.herd.links[self.link].up_conn() == Some(ctx.me) {
             transport.write(b"PING\n");
             ctx.herd.heartbeats_sent += 1;
+            ctx.herd.metrics.peer_sent(self.link, 4);
         }
     }
 
@@ -441,6 +448,9 @@ impl PeerInProtocol {
     ) -> Result<(), CloseReason> {
         let message = peer::parse_peer_message(line);
         let herd = &mut *ctx.herd;
+        if let Some(l) = self.link {
+            herd.metrics.peer_received(l, line.len());
+        }
         let name = self.link.map_or("?", |l| herd.links[l].name.as_str());
         if !matches!(message, PeerMessage::Ping | PeerMessage::Blank) {
             herd.log.line(&[
@@ -461,9 +471,10 @@ impl PeerInProtocol {
                     });
                 }
             }
-            (PeerMessage::Ping, Some(_)) => {
+            (PeerMessage::Ping, Some(l)) => {
                 herd.heartbeats_received += 1;
                 transport.write(b"PONG\n");
+                herd.metrics.peer_sent(l, 4);
             }
             (PeerMessage::Blank, _) => {}
             (PeerMessage::Hello { name, nonce }, None) => {
