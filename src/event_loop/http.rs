@@ -54,13 +54,10 @@ pub(super) struct HttpSide {
 }
 
 impl HttpSide {
-    /// Binds the listener and registers it; the other two addresses are
-    /// those `/status` shows.
+    /// Binds the listener and registers it.
     pub(super) fn bind(
         settings: HttpSettings,
         registry: &mio::Registry,
-        client_addr: SocketAddr,
-        peer_addr: SocketAddr,
     ) -> Result<HttpSide, StartError> {
         let mut listener = bind(settings.addr)?;
         registry
@@ -71,11 +68,17 @@ impl HttpSide {
             listener,
             addr,
             herd: settings.herd,
-            client_addr: client_addr.to_string(),
-            peer_addr: peer_addr.to_string(),
+            client_addr: String::new(),
+            peer_addr: String::new(),
             started: SystemTime::now(),
             conns: 0,
         })
+    }
+
+    /// The server's other addresses, as `/status` shows them.
+    pub(super) fn addresses(&mut self, client: SocketAddr, peer: SocketAddr) {
+        self.client_addr = client.to_string();
+        self.peer_addr = peer.to_string();
     }
 
     /// Where it listens (useful when bound to port 0).

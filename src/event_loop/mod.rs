@@ -298,6 +298,11 @@ impl EventLoop {
         // silently and lose the turn's log: each one here is handled.
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
             .map_err(|e| io_err("cannot catch signals", e))?;
+        // Bound first: once the client port answers, so does the HTTP one.
+        let mut http = match settings.http {
+            Some(h) => Some(HttpSide::bind(h, poll.registry())?),
+            None => None,
+        };
         let mut client_listener = bind(settings.client_addr)?;
         let mut peer_listener = bind(settings.peer_addr)?;
         let registry = poll.registry();
@@ -344,10 +349,9 @@ impl EventLoop {
         }
         let client_addr = client_listener.local_addr().unwrap_or(settings.client_addr);
         let peer_addr = peer_listener.local_addr().unwrap_or(settings.peer_addr);
-        let http = match settings.http {
-            Some(h) => Some(HttpSide::bind(h, registry, client_addr, peer_addr)?),
-            None => None,
-        };
+        if let Some(h) = http.as_mut() {
+            h.addresses(client_addr, peer_addr);
+        }
         herd.log.event(format_args!(
             "{} listening for clients on {client_addr} and for peers on {peer_addr}",
             herd.name
