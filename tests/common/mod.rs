@@ -124,6 +124,12 @@ pub fn implementation() -> String {
     std::env::var("PROXY_HERD_IMPL").unwrap_or_else(|_| "rust".to_string())
 }
 
+/// True under CI (`CI=true`, as `.ci/run` is run): a test whose tool is
+/// missing fails there rather than skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 /// True when the tests run against the asyncio counterpart.
 pub fn is_asyncio() -> bool {
     implementation() == "asyncio"
