@@ -177,14 +177,26 @@ impl Browser {
             .and_then(|r| r.split('/').next())
             .expect("host:port")
             .to_string();
-        let page_ws = wait_for("chromium's page target", || {
-            let list = http_get(&http, "/json/list")?;
-            let targets: Value = serde_json::from_str(&list).ok()?;
-            targets.as_array()?.iter().find_map(|t| {
-                (t["type"] == "page")
-                    .then(|| t["webSocketDebuggerUrl"].as_str().map(String::from))?
-            })
-        });
+        // A cold start (the first after an install) can take longer than
+        // DEADLINE; the browser's own wait is bounded by the same 60 s.
+        let started = Instant::now();
+        let page_ws = loop {
+            let found = http_get(&http, "/json/list").and_then(|list| {
+                let targets: Value = serde_json::from_str(&list).ok()?;
+                targets.as_array()?.iter().find_map(|t| {
+                    (t["type"] == "page")
+                        .then(|| t["webSocketDebuggerUrl"].as_str().map(String::from))?
+                })
+            });
+            if let Some(url) = found {
+                break url;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "chromium showed no page target within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
         Browser {
             child,
             ws: WebSocket::connect(&page_ws),
@@ -300,6 +312,28 @@ fn drawn(browser: &mut Browser) -> Value {
     serde_json::from_str(text.as_str().unwrap_or("null")).unwrap_or(Value::Null)
 }
 
+/// Polls the page's DOM until `check` accepts it, within [`DEADLINE`]; on
+/// failure the message shows the last DOM seen, so a failure says what the
+/// page showed instead.
+fn wait_drawn<T>(
+    browser: &mut Browser,
+    what: &str,
+    mut check: impl FnMut(&Value) -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        let d = drawn(browser);
+        if let Some(v) = check(&d) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}; the page showed {d}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The state text of server `name` (None if not drawn).
 fn server_state(d: &Value, name: &str) -> Option<String> {
     d["servers"]
@@ -343,13 +377,12 @@ fn the_page_draws_the_herd_and_follows_a_kill_and_a_restart() {
     let mut browser = Browser::open(&bin, &url);
 
     // Five servers and six links, drawn by the script, all up.
-    let d = wait_for("the page to show 5 servers and 6 links up", || {
-        let d = drawn(&mut browser);
+    let d = wait_drawn(&mut browser, "5 servers and 6 links up", |d| {
         let servers = d["servers"].as_array()?;
         let links = d["links"].as_array()?;
         let all_up = servers.iter().all(|s| s[1] == "up" && s[2] == "up")
             && links.iter().all(|l| l[2] == "up");
-        (servers.len() == 5 && links.len() == 6 && all_up).then_some(d)
+        (servers.len() == 5 && links.len() == 6 && all_up).then(|| d.clone())
     });
     let names: Vec<&str> = d["servers"]
         .as_array()
@@ -374,14 +407,13 @@ fn the_page_draws_the_herd_and_follows_a_kill_and_a_restart() {
         &time,
     );
     herd.wait_everywhere("kiwi.cs.ucla.edu", &at);
-    let d = wait_for("the flood path of the update", || {
-        let d = drawn(&mut browser);
+    let d = wait_drawn(&mut browser, "the flood path of the update", |d| {
         let rows = d["flood"].as_array()?.clone();
         (rows.len() == 5
             && rows
                 .iter()
                 .all(|r| r[2].as_str().unwrap_or("").ends_with("µs")))
-        .then_some(d)
+        .then(|| d.clone())
     });
     let rows = d["flood"].as_array().unwrap();
     let campbell = rows.iter().find(|r| r[0] == "Campbell").unwrap();
@@ -400,9 +432,8 @@ fn the_page_draws_the_herd_and_follows_a_kill_and_a_restart() {
     // Kill Bernard: the page shows it down, and its three links.
     herd.kill("Bernard");
     let killed = Instant::now();
-    let d = wait_for("the page to show Bernard down", || {
-        let d = drawn(&mut browser);
-        (server_state(&d, "Bernard").as_deref() == Some("down")).then_some(d)
+    let d = wait_drawn(&mut browser, "Bernard shown down", |d| {
+        (server_state(d, "Bernard").as_deref() == Some("down")).then(|| d.clone())
     });
     eprintln!(
         "Bernard shown down {} ms after the kill",
@@ -421,9 +452,8 @@ fn the_page_draws_the_herd_and_follows_a_kill_and_a_restart() {
 
     // Restarted, it is up again.
     herd.start_named("Bernard");
-    wait_for("the page to show Bernard up again", || {
-        let d = drawn(&mut browser);
-        (server_state(&d, "Bernard").as_deref() == Some("up")).then_some(())
+    wait_drawn(&mut browser, "Bernard shown up again", |d| {
+        (server_state(d, "Bernard").as_deref() == Some("up")).then_some(())
     });
 }
 

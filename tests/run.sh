@@ -57,6 +57,10 @@ counterpart() {
     fi
 }
 counterpart asyncio asyncio/herd.py python3 "$@"
+if [ -e docs/asyncio/herd.py ] && command -v python3 >/dev/null 2>&1; then
+    echo "== the browser test against the asyncio counterpart (it serves the same GET /status)"
+    PROXY_HERD_IMPL=asyncio cargo test --test page "$@"
+fi
 counterpart threads threads/herd.py python3 "$@"
 if command -v python3 >/dev/null 2>&1; then
     echo "== the Python-threads counterpart's unit tests (docs/threads/test_herd.py)"
