@@ -118,6 +118,9 @@ pub struct Options {
     pub pid: Option<u32>,
     /// Keep the temporary folder (herd file, logs).
     pub keep: bool,
+    /// Start the Rust and asyncio servers with their HTTP endpoint on
+    /// (`--http` on a free port), to measure what it costs.
+    pub http: bool,
 }
 
 /// What the command line asks for.
@@ -204,6 +207,12 @@ fn spec() -> getopts::Options {
         "PID",
     );
     o.optflag("", "keep", "keep the temporary folder (herd file, logs)");
+    o.optflag(
+        "",
+        "http",
+        "start the rust and asyncio servers with --http on a free port (their HTTP endpoint \
+         on, nobody scraping), to measure what it costs",
+    );
     o.optflag("h", "help", "print this help");
     o
 }
@@ -322,6 +331,7 @@ where
         target,
         pid,
         keep: m.opt_present("keep"),
+        http: m.opt_present("http"),
     }))
 }
 
@@ -419,6 +429,12 @@ mod tests {
         assert_eq!(run(&["iamat", "--rate", "58000"]).rate, Some(58000.0));
         assert_eq!(run(&[]).gc_rate, DEFAULT_GC_RATE);
         assert_eq!(run(&["gc", "--gc-rate", "500"]).gc_rate, 500.0);
+    }
+
+    #[test]
+    fn http_is_off_unless_asked() {
+        assert!(!run(&[]).http);
+        assert!(run(&["iamat", "--http"]).http);
     }
 
     #[test]

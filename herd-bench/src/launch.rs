@@ -432,28 +432,50 @@ fn server_command(imp: Impl, gc: Option<&Path>) -> Command {
     }
 }
 
+/// How [`start_herd`] starts each server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerFlags {
+    pub trace_gc: bool,
+    pub http: bool,
+}
+
 /// Starts every server in `servers` except those named in `skip` (played by
 /// the bench), and waits until each one's client port accepts.
-/// With `trace_gc`, each server's runtime writes its GC account where
-/// [`gc_trace`] says.
+/// With `flags.trace_gc`, each server's runtime writes its GC account where
+/// [`gc_trace`] says; with `flags.http`, the Rust and asyncio servers serve
+/// HTTP on a free port.
 pub fn start_herd(
     imp: Impl,
     servers: &[ServerSpec],
     skip: &[&str],
     places_url: &str,
-    trace_gc: bool,
+    flags: ServerFlags,
     procs: &mut Processes,
     dir: &Path,
 ) -> Result<(), Error> {
     let herd = dir.join(format!("{}.herd", imp.name()));
     std::fs::write(&herd, herd_file(servers))?;
     let ca = repo_root().join("data/tls/ca.pem");
-    for s in servers.iter().filter(|s| !skip.contains(&s.name.as_str())) {
+    // All at once, so that they differ.
+    let http_ports = if flags.http {
+        free_ports(servers.len())?
+    } else {
+        Vec::new()
+    };
+    let started = servers
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !skip.contains(&s.name.as_str()));
+    for (i, s) in started {
         let tag = format!("{}-{}", imp.name(), s.name);
         let gc = gc_trace(imp, dir, &tag)
-            .filter(|_| trace_gc)
+            .filter(|_| flags.trace_gc)
             .map(|(_, f)| f);
-        let child = server_command(imp, gc.as_deref())
+        let mut command = server_command(imp, gc.as_deref());
+        if let (Some(port), Impl::Rust | Impl::Asyncio) = (http_ports.get(i), imp) {
+            command.arg("--http").arg(format!("127.0.0.1:{port}"));
+        }
+        let child = command
             .arg("-c")
             .arg(&herd)
             .arg("-l")

@@ -328,7 +328,10 @@ fn measure(
             &specs,
             &[flood::OBSERVER],
             places_url,
-            false,
+            launch::ServerFlags {
+                trace_gc: false,
+                http: opts.http,
+            },
             &mut procs,
             &dir,
         )?;
@@ -351,8 +354,11 @@ fn measure(
             .map(Outcome::Flood);
     }
     let specs = launch::herd_specs(&ports, &[])?;
-    let trace_gc = sc == Scenario::Gc;
-    launch::start_herd(imp, &specs, &[], places_url, trace_gc, &mut procs, &dir)?;
+    let flags = launch::ServerFlags {
+        trace_gc: sc == Scenario::Gc,
+        http: opts.http,
+    };
+    launch::start_herd(imp, &specs, &[], places_url, flags, &mut procs, &dir)?;
     let target = specs.first().ok_or_else(|| Error::new("empty herd"))?;
     let tag = format!("{}-{}", imp.name(), sc.name());
     let server_tag = format!("{}-{}", imp.name(), target.name);
