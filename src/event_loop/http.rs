@@ -32,6 +32,14 @@ use crate::observe::{self, ConnKind, HerdView, LinkSnapshot, PlacesMetrics, Snap
 pub const MAX_HTTP_CONNS: usize = 64;
 /// An HTTP client leaving more than this unread is closed.
 pub const HTTP_BACKLOG: usize = 256 * 1024;
+/// At most this many HTTP connections are read in one turn; the others wait
+/// for the next (on `more_input`). With [`MAX_PIPELINED`] requests a read,
+/// that bounds what the endpoint can add to a turn, and so to a client's
+/// wait, to 64 renders (about 22 M instructions of `/status`), however many
+/// connections pipeline at once.
+///
+/// [`MAX_PIPELINED`]: crate::http::protocol::MAX_PIPELINED
+pub const HTTP_READS_PER_TURN: usize = 4;
 
 /// What the loop needs to serve HTTP (`--http`, or the herd file's `http=`).
 #[derive(Debug)]
@@ -51,6 +59,8 @@ pub(super) struct HttpSide {
     started: SystemTime,
     /// HTTP connections in the slab now.
     conns: usize,
+    /// HTTP connections read this turn.
+    reads: usize,
 }
 
 impl HttpSide {
@@ -72,6 +82,7 @@ impl HttpSide {
             peer_addr: String::new(),
             started: SystemTime::now(),
             conns: 0,
+            reads: 0,
         })
     }
 
@@ -189,6 +200,33 @@ impl EventLoop {
     /// The HTTP endpoint's address, when it is on.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(HttpSide::addr)
+    }
+
+    /// Phase 2 begins: the HTTP connections' read budget is new.
+    pub(super) fn http_turn_begins(&mut self) {
+        if let Some(side) = self.http.as_mut() {
+            side.reads = 0;
+        }
+    }
+
+    /// True when `conn` is an HTTP connection and this turn's
+    /// [`HTTP_READS_PER_TURN`] are spent: it is read next turn instead.
+    pub(super) fn http_deferred(&mut self, conn: ConnRef) -> bool {
+        let (Some(side), Some(slot)) = (self.http.as_mut(), self.conns.get_mut(conn.key)) else {
+            return false;
+        };
+        if !matches!(slot.conn, Conn::Http { .. }) {
+            return false;
+        }
+        if side.reads < HTTP_READS_PER_TURN {
+            side.reads += 1;
+            return false;
+        }
+        if !slot.more_input {
+            slot.more_input = true;
+            self.more_input.push(conn);
+        }
+        true
     }
 
     /// asyncio's `connection_made` for an HTTP connection: a slot and a

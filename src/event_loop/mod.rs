@@ -420,6 +420,7 @@ impl EventLoop {
             // Phase 2: ready sockets, peers first; then the connections that
             // had more input than one read took last turn.
             let carried = std::mem::take(&mut self.more_input);
+            self.http_turn_begins();
             for rank in 0..3 {
                 for event in events.iter() {
                     if self.rank(event.token()) == rank {
@@ -526,6 +527,9 @@ impl EventLoop {
     /// that gets its AT line and asks a neighbour finds the update there, a
     /// kill cannot lose what it saw acknowledged, and what it saw is logged.
     fn read_ready(&mut self, conn: ConnRef) {
+        if self.http_deferred(conn) {
+            return;
+        }
         let mut buf = std::mem::take(&mut self.read_buf);
         let input = match self
             .conns
