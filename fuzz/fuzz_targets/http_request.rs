@@ -45,7 +45,10 @@ fn check_response(bytes: &[u8], status: u16) {
         .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
         .expect("a Content-Length");
     let body = bytes.len() - head;
-    assert!(body == length || body == 0, "{body} bytes of body, {length} announced");
+    assert!(
+        body == length || body == 0,
+        "{body} bytes of body, {length} announced"
+    );
     if status >= 400 && status != 404 {
         let close = resp
             .headers
