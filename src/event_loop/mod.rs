@@ -417,8 +417,8 @@ impl EventLoop {
                 }
                 return Err(e);
             }
-            // Phase 2: ready sockets, peers first; then the connections that
-            // had more input than one read took last turn.
+            // Phase 2: ready sockets, peers first and HTTP last; then the
+            // connections that had more input than one read took last turn.
             let carried = std::mem::take(&mut self.more_input);
             self.http_turn_begins();
             for rank in 0..3 {
