@@ -6,8 +6,9 @@
 #   ./run_herd.sh stop [NAME...]      stop (all by default), cleanly
 #   ./run_herd.sh restart [NAME...]   stop, then start (the servers; the
 #                                     offline Places service keeps running)
-#   ./run_herd.sh status              which servers run, their pids, ports and
-#                                     whether their peer links are TLS
+#   ./run_herd.sh status              which servers run, their pids, ports,
+#                                     whether their peer links are TLS, and
+#                                     the URL of each one's page
 #
 # Environment:
 #   HERD_CONFIG          herd file (default docs/herds/default.herd)
@@ -25,6 +26,11 @@
 #                        are made once, by proxy-herd certs, in
 #                        $HERD_DIR/run/tls (ca.pem, NAME.pem, NAME.key), and
 #                        every server gets --peer-cert, --peer-key, --peer-ca
+#
+# Every server serves its read-only HTTP endpoint (/metrics, /status and the
+# herd's live page at /) on its herd-file line's http=ADDR, or else on its
+# client port + 20000 (http://127.0.0.1:32000/ for Riley in the default
+# herd); a default port that another process holds is skipped with a warning.
 #
 # Each server runs as target/release/proxy-herd with its log in
 # $HERD_DIR/logs/NAME.log, its stdout and stderr appended to
@@ -96,6 +102,49 @@ load_herd() {
     if ((${#HERD_LINES[@]} == 0)); then
         mapfile -t HERD_LINES < <(herd_servers)
     fi
+}
+
+# Prints "NAME ADDR FIELD" for each server: its HTTP address, from the herd
+# file's http=ADDR (FIELD 1) or else the client host and port + 20000 (FIELD
+# 0; ADDR "-" when that is above 65535).
+herd_http() {
+    awk '{
+        sub(/#.*/, "")
+        if (NF < 2) next
+        for (i = 3; i <= NF; i++) if ($i ~ /^http=/) { print $1, substr($i, 6), 1; next }
+        n = split($2, parts, ":")
+        port = parts[n] + 20000
+        if (port <= 65535) print $1, substr($2, 1, length($2) - length(parts[n])) port, 0
+        else print $1, "-", 0
+    }' "$HERD_CONFIG"
+}
+
+# Read once, as HERD_LINES: "NAME ADDR FIELD" lines.
+HTTP_LINES=()
+
+# Sets the caller's http_addr and http_field for server $1, in this shell.
+set_http() {
+    local line rest
+    if ((${#HTTP_LINES[@]} == 0)); then
+        mapfile -t HTTP_LINES < <(herd_http)
+    fi
+    http_addr=- http_field=0
+    for line in ${HTTP_LINES[@]+"${HTTP_LINES[@]}"}; do
+        if [[ "${line%% *}" == "$1" ]]; then
+            rest="${line#* }"
+            http_addr="${rest% *}"
+            http_field="${rest##* }"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# The URL of server $1's page, or "-" when it has no HTTP address.
+http_url() {
+    local http_addr http_field
+    set_http "$1" || true
+    if [[ "$http_addr" == - ]]; then echo -; else echo "http://$http_addr/"; fi
 }
 
 herd_names() {
@@ -391,7 +440,8 @@ cmd_start() {
     server_args+=("${extra[@]}")
 
     # Launch them all first, then wait, so the ~5 s bound is for the herd.
-    local launched=()
+    local launched=() http_args=() http_addr http_field http_host
+    declare -A page=()
     for name in "${names[@]}"; do
         set_address "$name"
         if pid="$(running_pid "$name")"; then
@@ -404,15 +454,32 @@ cmd_start() {
             continue
         fi
         mapfile -t peer_tls < <(tls_args "$name")
+        # The herd file's http= turns the endpoint on by itself; else the
+        # default, unless another process holds that port.
+        http_args=()
+        set_http "$name" || true
+        page[$name]=""
+        if [[ "$http_field" == 1 ]]; then
+            page[$name]="http://$http_addr/"
+        elif [[ "$http_addr" != - ]]; then
+            http_host="${http_addr%:*}"
+            http_host="${http_host#[}"
+            if port_open "${http_host%]}" "${http_addr##*:}"; then
+                echo "$name: HTTP port ${http_addr##*:} is in use by another process: starting it without its page" >&2
+            else
+                http_args=(--http "$http_addr")
+                page[$name]="http://$http_addr/"
+            fi
+        fi
         launch "$name" "$LOG_DIR/$name.stderr" "$SERVER_BIN" -c "$HERD_CONFIG" \
-            -l "$LOG_DIR/$name.log" "${server_args[@]}" "${peer_tls[@]}" "$name"
+            -l "$LOG_DIR/$name.log" "${server_args[@]}" "${peer_tls[@]}" "${http_args[@]}" "$name"
         launched+=("$name")
     done
     for name in "${launched[@]}"; do
         set_address "$name"
         pid="$(head -n 1 "$(pid_file "$name")")"
         if wait_listening "$name" "$pid" "$host" "$port" "$LOG_DIR/$name.log" "$LOG_DIR/$name.stderr"; then
-            echo "started $name (pid $pid) on $host:$port"
+            echo "started $name (pid $pid) on $host:$port${page[$name]:+, page at ${page[$name]}}"
         else
             # Alive but deaf: stop it, so that status does not report it running.
             if running_pid "$name" >/dev/null; then stop_one "$name" >&2; fi
@@ -516,19 +583,20 @@ peer_mode() {
 cmd_status() {
     local name host port pid
     (($# == 0)) || EXIT_CODE=2 die "status takes no arguments"
-    printf '%-16s %-8s %-8s %-6s %s\n' NAME STATE PID PEERS ADDRESS
+    set_http "" || true
+    printf '%-16s %-8s %-8s %-6s %-24s %s\n' NAME STATE PID PEERS ADDRESS PAGE
     while read -r name host port; do
         if [[ "$host" == *:* ]]; then host="[$host]"; fi
         if pid="$(running_pid "$name")"; then
-            printf '%-16s %-8s %-8s %-6s %s\n' "$name" running "$pid" "$(peer_mode "$pid")" "$host:$port"
+            printf '%-16s %-8s %-8s %-6s %-24s %s\n' "$name" running "$pid" "$(peer_mode "$pid")" "$host:$port" "$(http_url "$name")"
         else
-            printf '%-16s %-8s %-8s %-6s %s\n' "$name" stopped - - "$host:$port"
+            printf '%-16s %-8s %-8s %-6s %-24s %s\n' "$name" stopped - - "$host:$port" "$(http_url "$name")"
         fi
     done < <(herd_servers)
     if pid="$(running_pid "$OFFLINE_NAME")"; then
-        printf '%-16s %-8s %-8s %-6s %s\n' "$OFFLINE_NAME" running "$pid" - "https://127.0.0.1:$OFFLINE_PORT"
+        printf '%-16s %-8s %-8s %-6s %-24s %s\n' "$OFFLINE_NAME" running "$pid" - "127.0.0.1:$OFFLINE_PORT" "https://127.0.0.1:$OFFLINE_PORT"
     else
-        printf '%-16s %-8s %-8s %-6s %s\n' "$OFFLINE_NAME" stopped - - "https://127.0.0.1:$OFFLINE_PORT"
+        printf '%-16s %-8s %-8s %-6s %-24s %s\n' "$OFFLINE_NAME" stopped - - "127.0.0.1:$OFFLINE_PORT" "https://127.0.0.1:$OFFLINE_PORT"
     fi
 }
 

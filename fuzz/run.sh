@@ -25,7 +25,7 @@ seconds=$1
 shift
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-    targets=(client_line peer_message herd_file http_response google_json)
+    targets=(client_line peer_message herd_file http_response http_request google_json)
 fi
 
 # A fresh machine has no cargo-fuzz: install it (into ~/.cargo/bin) first.
@@ -65,6 +65,7 @@ max_len() {
         client_line | peer_message) echo 512 ;;
         herd_file) echo 4096 ;;
         http_response) echo 8192 ;;
+        http_request) echo 12288 ;;
         google_json) echo 2048 ;;
         *) echo 4096 ;;
     esac

@@ -25,6 +25,9 @@
 //!   `--places-ca`), by [`crate::tls::peer::PeerTls::load`].
 //! - `proxy-herd certs HERDFILE DIR` is a subcommand only as the very first
 //!   argument; a server named `certs` still runs as `proxy-herd -c FILE certs`.
+//! - `--http ADDR` wins over the herd file's `http=ADDR` for this server; its
+//!   address is checked like a herd file's (`host:port`, `[IPv6]:port`) but
+//!   not against the herd's other ports (the bind says if it is taken).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,11 +35,13 @@ use std::time::Duration;
 
 use getopts::Options;
 
-use crate::event_loop::Settings;
+use crate::event_loop::{HttpSettings, Settings};
+
 use crate::herd::auth::Secret;
 use crate::herd::config::{Addr, HerdConfig};
 use crate::herd::Limits;
 use crate::log::Log;
+use crate::observe::HerdView;
 use crate::places::http::Endpoint;
 use crate::places::PlacesSettings;
 use crate::tls::peer::{PeerTls, PeerTlsFiles};
@@ -88,6 +93,8 @@ pub struct ServerOptions {
     pub herd_secret_file: Option<PathBuf>,
     /// Peer links over mutual TLS (`--peer-cert`, `--peer-key`, `--peer-ca`).
     pub peer_tls: Option<PeerTlsFiles>,
+    /// Where to serve the read-only HTTP endpoint (`--http`), if given.
+    pub http: Option<Addr>,
 }
 
 /// What the command line asks for.
@@ -202,6 +209,13 @@ fn options() -> Options {
         "peer-ca",
         "the herd CA (PEM): the only authority trusted for peer certificates",
         "FILE",
+    );
+    opts.optopt(
+        "",
+        "http",
+        "serve /metrics, /status and the herd's live page over HTTP at ADDR \
+         (default: the herd file's http=, else off)",
+        "ADDR",
     );
     opts.optflag("h", "help", "print this help and exit");
     opts.optflag("V", "version", "print the version and exit");
@@ -323,6 +337,13 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         non_empty("--peer-ca", matches.opt_str("peer-ca"))?,
     )?;
 
+    let http = non_empty("--http", matches.opt_str("http"))?
+        .map(|text| {
+            text.parse::<Addr>()
+                .map_err(|why| UsageError(format!("--http: {why}")))
+        })
+        .transpose()?;
+
     let (name, port) = match matches.free.as_slice() {
         [] => return usage_error("missing server NAME (see --help)"),
         [name] => (name.clone(), None),
@@ -365,6 +386,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         max_positions,
         herd_secret_file,
         peer_tls,
+        http,
     })))
 }
 
@@ -487,6 +509,14 @@ pub fn server_settings(options: &ServerOptions) -> Result<Settings, String> {
         state_path: options.state_path.clone(),
         secret,
         peer_tls,
+        // --http wins over the herd file's http=; neither: no endpoint.
+        http: match options.http.as_ref().or(me.http.as_ref()) {
+            Some(addr) => Some(HttpSettings {
+                addr: resolve(addr)?,
+                herd: HerdView::of(&options.herd),
+            }),
+            None => None,
+        },
     })
 }
 
@@ -617,6 +647,7 @@ mod tests {
                         "--peer-cert",
                         "--peer-key",
                         "--peer-ca",
+                        "--http",
                         "proxy-herd certs HERDFILE DIR",
                         "PLACES_API_KEY",
                         "SIGHUP",
@@ -855,6 +886,58 @@ mod tests {
         ));
         // Only as the first argument: elsewhere `certs` is a server's name.
         fails(&["-l", "x.log", "certs"], "unknown server \"certs\"");
+    }
+
+    #[test]
+    fn http_address() {
+        assert_eq!(run(&["Riley"]).http, None);
+        let options = run(&["--http", "127.0.0.1:32000", "Riley"]);
+        assert_eq!(
+            options.http.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:32000")
+        );
+        let options = run(&["--http=[::1]:8080", "Riley"]);
+        assert_eq!(
+            options.http.map(|a| a.to_string()).as_deref(),
+            Some("[::1]:8080")
+        );
+        fails(&["--http", "127.0.0.1", "Riley"], "--http: bad address");
+        fails(&["--http", "localhost:0", "Riley"], "--http: bad address");
+        fails(&["--http=", "Riley"], "--http: empty value");
+    }
+
+    #[test]
+    fn http_settings_the_option_wins_over_the_herd_file() {
+        let http_of = |options: &ServerOptions| {
+            server_settings(options)
+                .unwrap()
+                .http
+                .map(|h| h.addr.to_string())
+        };
+        // The default herd has no http=: off unless --http is given.
+        assert_eq!(http_of(&run(&["Riley"])), None);
+        let with = run(&["--http", "127.0.0.1:4000", "Riley"]);
+        assert_eq!(http_of(&with).as_deref(), Some("127.0.0.1:4000"));
+        let dir = std::env::temp_dir().join(format!("cli-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("h.herd");
+        std::fs::write(
+            &file,
+            "A 127.0.0.1:1000 http=127.0.0.1:3000 B\nB 127.0.0.1:1001 A\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        assert_eq!(
+            http_of(&run(&["-c", file, "A"])).as_deref(),
+            Some("127.0.0.1:3000")
+        );
+        assert_eq!(http_of(&run(&["-c", file, "B"])), None);
+        let both = run(&["-c", file, "--http", "127.0.0.1:5000", "A"]);
+        let settings = server_settings(&both).unwrap();
+        let http = settings.http.unwrap();
+        assert_eq!(http.addr.to_string(), "127.0.0.1:5000");
+        assert_eq!(http.herd.servers.len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

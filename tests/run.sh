@@ -9,7 +9,9 @@
 #      runtime is present, so the implementations never drift apart;
 #   5. the partition script (each server in its own network namespace),
 #      which skips itself unless it runs as root where `ip netns` works.
-# Tools the tests use (lsof, python3, a C++ compiler for libFuzzer) are
+# Tools the tests use (lsof, python3, a C++ compiler for libFuzzer,
+# Chromium for the browser test of the herd's page, promtool from Debian's
+# prometheus package for the HTTP endpoint's /metrics) are
 # installed with apt-get when missing and this runs as root; otherwise a
 # loud line says so, and the tests that need them skip (or fail when CI is
 # set: a CI run must not pass by skipping).
@@ -30,6 +32,8 @@ need() {
 need lsof lsof
 need python3 python3
 need c++ g++
+need chromium chromium
+need promtool prometheus
 
 echo "== form: cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings"
 cargo fmt --all --check
@@ -53,6 +57,10 @@ counterpart() {
     fi
 }
 counterpart asyncio asyncio/herd.py python3 "$@"
+if [ -e docs/asyncio/herd.py ] && command -v python3 >/dev/null 2>&1; then
+    echo "== the browser test against the asyncio counterpart (it serves the same GET /status)"
+    PROXY_HERD_IMPL=asyncio cargo test --test page "$@"
+fi
 counterpart threads threads/herd.py python3 "$@"
 if command -v python3 >/dev/null 2>&1; then
     echo "== the Python-threads counterpart's unit tests (docs/threads/test_herd.py)"

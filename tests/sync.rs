@@ -186,7 +186,10 @@ fn a_restart_on_the_state_file_receives_what_it_missed_not_the_store() {
     if skip_for_counterparts() {
         return;
     }
-    const POSITIONS: usize = 20_000;
+    // 30,000 positions of about 190 bytes: a state file of 5.7 MB, more
+    // than a server reads before its first turn, so the links come up
+    // while it loads (and the catch-ups must wait for the load).
+    const POSITIONS: usize = 30_000;
     const MISSED: usize = 25;
     let mut herd = Herd::new(
         "sync-state",
@@ -202,33 +205,36 @@ fn a_restart_on_the_state_file_receives_what_it_missed_not_the_store() {
     start_as(&mut herd, "Jaquez", &jaquez_cfg);
     herd.wait_all_links_up();
     let riley = herd.members[herd.index("Riley")].client_port;
-    let full = load(riley, "c", 0..POSITIONS, "1000");
-    let last = format!("c{}", POSITIONS - 1);
+    let prefix = format!("{}-", "c".repeat(100));
+    let full = load(riley, &prefix, 0..POSITIONS, "1000");
+    let last = format!("{prefix}{}", POSITIONS - 1);
     wait_for("Jaquez to hold every position", || {
         herd.known_at("Jaquez", &last).map(|_| ())
     });
     herd.kill("Jaquez");
     // What Jaquez misses while it is down: a few clients move.
-    load(riley, "c", 0..MISSED, "2000");
-    let (up0, down0) = (
-        to_riley.down.load(Ordering::Relaxed),
-        to_jaquez.down.load(Ordering::Relaxed),
-    );
+    load(riley, &prefix, 0..MISSED, "2000");
+    // What Jaquez receives: Riley's catch-up on Riley's link to it, and
+    // Riley's answers on Jaquez's link to Riley.
+    let received = || to_jaquez.up.load(Ordering::Relaxed) + to_riley.down.load(Ordering::Relaxed);
+    let sent = || to_jaquez.down.load(Ordering::Relaxed) + to_riley.up.load(Ordering::Relaxed);
+    let (received0, sent0) = (received(), sent());
     start_as(&mut herd, "Jaquez", &jaquez_cfg);
     let summary = wait_log_line(&herd, "Jaquez", "link from Riley: catch-up of");
-    let received = to_jaquez.down.load(Ordering::Relaxed) - down0
-        + to_riley.down.load(Ordering::Relaxed)
-        - up0;
+    // Both directions' catch-ups are over.
+    wait_log_line(&herd, "Jaquez", "link Riley: catch-up of");
+    let (received, sent) = (received() - received0, sent() - sent0);
     assert!(summary.contains(&format!("({MISSED} new,")), "{summary}");
     // The difference, not the store: well under 5% of a full transfer.
     assert!(
         (received as usize) * 20 < full,
-        "Jaquez received {received} bytes (and sent {}) after missing {MISSED} changes; a full transfer is {full}",
-        to_jaquez.up.load(Ordering::Relaxed) + to_riley.up.load(Ordering::Relaxed)
+        "Jaquez received {received} bytes (and sent {sent}) after missing {MISSED} changes; a full transfer is {full}"
     );
     for i in (0..MISSED).chain([POSITIONS / 2, POSITIONS - 1]) {
-        let at = herd.known_at("Riley", &format!("c{i}"));
-        assert_eq!(herd.known_at("Jaquez", &format!("c{i}")), at, "c{i}");
+        let client = format!("{prefix}{i}");
+        let at = herd.known_at("Riley", &client);
+        assert!(at.is_some(), "{client}");
+        assert_eq!(herd.known_at("Jaquez", &client), at, "{client}");
     }
 }
 

@@ -18,6 +18,7 @@ only the callbacks:
     protocol/      parse_request ...      parse_* functions below (pure)
     places/        HTTP, JSON printer     PlacesClient, google_style, render_reply
     log.rs         Log, Escaped           Log, esc
+    http/, event_loop/http.rs  HTTP endpoint   HttpProtocol, Server.status (GET /status and /)
 
 Protocols rather than streams: a Protocol's data_received hands us every line
 that arrived in one read, so the replies to a pipelined batch go out in one
@@ -154,9 +155,10 @@ def show_addr(host, port):
 class ServerSpec:
     """One line of the herd file."""
 
-    def __init__(self, name, client, peer, neighbours, line):
+    def __init__(self, name, client, peer, neighbours, line, http=None):
         self.name, self.client, self.peer = name, client, peer
         self.neighbours, self.line = neighbours, line
+        self.http = http  # (host, port) from http=ADDR, or None
 
 
 def parse_herd_line(fields, source, line):
@@ -172,9 +174,16 @@ def parse_herd_line(fields, source, line):
         client = parse_addr(fields[1])
     except ValueError as e:
         raise err(f"{name}: {e}") from None
-    peer, neighbours = None, []
+    peer, http, neighbours = None, None, []
     for field in fields[2:]:
-        if field.startswith("peer="):
+        if field.startswith("http="):
+            if http is not None:
+                raise err(f"{name}: http= given twice")
+            try:
+                http = parse_addr(field[5:])
+            except ValueError as e:
+                raise err(f"{name}: http {e}") from None
+        elif field.startswith("peer="):
             if peer is not None:
                 raise err(f"{name}: peer= given twice")
             try:
@@ -182,7 +191,7 @@ def parse_herd_line(fields, source, line):
             except ValueError as e:
                 raise err(f"{name}: peer {e}") from None
         elif "=" in field:
-            raise err(f"{name}: unknown setting {q(field)} (only peer=ADDR is known)")
+            raise err(f"{name}: unknown setting {q(field)} (only peer=ADDR and http=ADDR are known)")
         elif not NAME_RE.fullmatch(field):
             raise err(f"{name}: bad neighbour name {q(field)}: use letters, digits, '_' and '-'")
         elif field == name:
@@ -198,7 +207,7 @@ def parse_herd_line(fields, source, line):
             raise err(f"{name}: the default peer port {port} (client port + 10000) "
                       f"is above 65535; give one with peer=HOST:PORT")
         peer = (client[0], port)
-    return ServerSpec(name, client, peer, neighbours, line)
+    return ServerSpec(name, client, peer, neighbours, line, http)
 
 
 def parse_herd(text, source):
@@ -230,7 +239,8 @@ def parse_herd(text, source):
                     f"write them on both lines")
     seen = []  # check_ports: hosts compared by text, names case-insensitively
     for s in servers:
-        for kind, (host, port) in (("client", s.client), ("peer", s.peer)):
+        addrs = [("client", s.client), ("peer", s.peer)] + ([("HTTP", s.http)] if s.http else [])
+        for kind, (host, port) in addrs:
             key = (host.lower(), port)
             clash = next((x for x in seen if x[2] == key), None)
             if clash:
@@ -279,6 +289,8 @@ Options:
         --max-clients N accept at most N client connections at once
         --idle-timeout SECS
                         close a client connection idle for SECS seconds
+        --http ADDR     serve GET /status and the herd's live page at ADDR
+                        (default: the herd file's http=, else off; no /metrics)
         --uvloop        run on uvloop (also: HERD_UVLOOP=1)
     -h, --help          print this help and exit
     -V, --version       print the version and exit
@@ -302,7 +314,7 @@ def parse_number(option, text, low, high):
 def parse_args(argv):
     """The command line (without argv[0]) to an options dict, "help" or "version"."""
     longs = ["config=", "log=", "places-url=", "places-api=", "places-ca=",
-             "max-clients=", "idle-timeout=", "help", "version", "uvloop"]
+             "max-clients=", "idle-timeout=", "http=", "help", "version", "uvloop"]
     try:
         pairs, free = getopt.gnu_getopt(argv, "c:l:hV", longs)
     except getopt.GetoptError as e:
@@ -312,7 +324,7 @@ def parse_args(argv):
         key = {"-c": "config", "-l": "log", "-h": "help", "-V": "version"}.get(flag, flag[2:])
         if key in opts:  # getopts' rule: an option given twice is an error
             raise UsageError(f"option {key} given more than once (see --help)")
-        if value == "" and key in ("config", "log", "places-url", "places-ca"):
+        if value == "" and key in ("config", "log", "places-url", "places-ca", "http"):
             raise UsageError(f"--{key}: empty value")
         opts[key] = value
     if "help" in opts:
@@ -331,6 +343,12 @@ def parse_args(argv):
     idle = opts.get("idle-timeout")
     if idle is not None:
         idle = parse_number("--idle-timeout", idle, 1, 365 * 24 * 3600)
+    http = opts.get("http")
+    if http is not None:
+        try:
+            http = parse_addr(http)
+        except ValueError as e:
+            raise UsageError(f"--http: {e}") from None
     if not free:
         raise UsageError("missing server NAME (see --help)")
     if len(free) > 2:
@@ -351,7 +369,7 @@ def parse_args(argv):
         "name": name, "port": port, "herd": herd,
         "log": opts.get("log") or os.path.join("logs", f"{name}.log"),
         "places_url": url, "places_api": api, "places_ca": opts.get("places-ca"),
-        "max_clients": max_clients, "idle_timeout": idle,
+        "max_clients": max_clients, "idle_timeout": idle, "http": http,
         "uvloop": "uvloop" in opts or os.environ.get("HERD_UVLOOP") == "1",
     }
 
@@ -660,6 +678,7 @@ class ClientProtocol(asyncio.Protocol):
                 at = b" ".join([b"AT", s.name_bytes, diff, fields[1], fields[2], fields[3]])
                 s.log.event(f"client#{self.id} > {esc(at)}")
                 if s.store.update(fields[1], time_ns, at):
+                    s.accepted(at, None)
                     s.flood(at, None)
                 self.send(at + b"\n")
                 return
@@ -753,10 +772,12 @@ class Link:
         self.task = None        # the create_connection task while Dialing
         self.failures = 0
         self.incoming = None    # the PeerIn the neighbour dialed to us
+        self.since = time.time_ns()  # when state was entered, for /status
 
     def set_state(self, log, state, why):
         log.event(f"link {self.name}: {self.state} => {state} ({why})")
         self.state = state
+        self.since = time.time_ns()
 
 
 class PeerConn(asyncio.Protocol):
@@ -959,6 +980,7 @@ class PeerIn(PeerConn):
             new = s.store.update(client, time_ns, at)
             s.log.event(f"update from {self.link.name} {'new' if new else 'known'}: {esc(client)}")
             if new:
+                s.accepted(at, self.link)
                 s.flood(at, self.link)
         else:
             s.log.event(f"peer-in {self.link.name}#{self.id}: invalid line ignored")
@@ -1001,6 +1023,16 @@ class Server:
         self.clients = 0
         self.conn_count = 0
         self.dirty = set()   # peers written to this turn (dirty_peers in Rust)
+        # For GET /status: the last 50 updates accepted, and what to show.
+        self.recent = deque(maxlen=RECENT)
+        self.started = time.time_ns()
+        self.herd = opts["herd"]
+        self.addresses = {}
+        self.http_conns = 0
+
+    def accepted(self, at, link):
+        """A new position: remembered for /status with where and when it came."""
+        self.recent.append((at, link.name if link else "client", time.time_ns()))
 
     def next_conn_id(self):
         """Connection numbers count every connection opened or accepted."""
@@ -1107,6 +1139,201 @@ class Server:
                     conn.queue(b"PING\n")
         self.flush_peers()
         self.loop.call_later(HEARTBEAT, self.heartbeat)
+
+
+# ----- the read-only HTTP endpoint (src/http/, src/event_loop/http.rs) --------
+# GET /status, the same document as the Rust server's (observe/status.rs), so
+# that the live page draws an asyncio herd too, and GET /, the page itself
+# (src/http/page.html, read from the repository). No /metrics: this herd keeps
+# no counters, so the message and byte counts in /status stay 0.
+
+RECENT = 50                      # updates kept for /status
+HTTP_MAX_HEAD = 8 * 1024         # request line and headers
+HTTP_HEAD_TIMEOUT = 5.0          # a head must arrive whole this soon (else 408)
+HTTP_KEEP_ALIVE = 30.0           # an idle keep-alive connection is closed
+HTTP_MAX_CONNS = 64
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "http", "page.html")
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+           408: "Request Timeout", 413: "Content Too Large",
+           431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+def stamp(ns):
+    """RFC 3339 UTC with microseconds, as the log writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // NS)) + f".{ns % NS // 1000:06d}Z"
+
+
+def http_response(status, content_type, body, keep_alive, head_only=False, cors=False):
+    """src/http/response.rs: status line, the headers every response carries, body."""
+    head = [f"HTTP/1.1 {status} {REASONS[status]}", f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+            "Date: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()),
+            "Cache-Control: no-store"]
+    if cors:
+        head.append("Access-Control-Allow-Origin: *")
+    if status == 405:
+        head.append("Allow: GET, HEAD")
+    head.append("Connection: keep-alive" if keep_alive else "Connection: close")
+    data = ("\r\n".join(head) + "\r\n\r\n").encode()
+    return data if head_only else data + body
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One HTTP connection (HttpProtocol in src/http/protocol.rs, with the
+    same limits): each whole request head is answered at once; errors close."""
+
+    def __init__(self, server):
+        self.server = server
+        self.buf = bytearray()
+        self.closed = False
+        self.timer = None
+        self.id = 0
+
+    def connection_made(self, transport):
+        s = self.server
+        self.transport = transport
+        if s.http_conns >= HTTP_MAX_CONNS:
+            transport.write(http_response(503, "text/plain", b"503 too many connections\n", False))
+            transport.close()
+            self.closed = True
+            return
+        s.http_conns += 1
+        self.id = s.next_conn_id()
+        s.log.event(f"http#{self.id} {peer_addr(transport)} connected")
+        self.arm(HTTP_KEEP_ALIVE)
+
+    def arm(self, delay):
+        if self.timer:
+            self.timer.cancel()
+        self.timer = self.server.loop.call_later(delay, self.timed_out)
+
+    def timed_out(self):
+        if self.buf:
+            self.transport.write(http_response(408, "text/plain", b"408 Request Timeout\n", False))
+            self.close("request head not complete in 5 s")
+        else:
+            self.close("idle keep-alive connection")
+
+    def data_received(self, data):
+        if self.closed:
+            return
+        was_empty = not self.buf
+        self.buf += data
+        while self.buf and not self.closed:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0 or end + 4 > HTTP_MAX_HEAD:
+                if len(self.buf) > HTTP_MAX_HEAD or end >= 0:
+                    self.refuse(431, "request head over 8 KiB")
+                elif was_empty:
+                    self.arm(HTTP_HEAD_TIMEOUT)  # a new request has begun
+                return
+            head, self.buf = bytes(self.buf[:end]), self.buf[end + 4:]
+            self.request(head.decode("latin-1").split("\r\n"))
+            was_empty = True
+        if not self.closed:
+            self.arm(HTTP_KEEP_ALIVE)
+
+    def request(self, lines):
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or parts[2] not in ("HTTP/1.0", "HTTP/1.1") or not parts[1].startswith("/"):
+            return self.refuse(400, "malformed request head")
+        method, target, version = parts
+        headers = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if not colon:
+                return self.refuse(400, "malformed request head")
+            headers[name.strip().lower()] = value.strip()
+        if len(headers) > 32:
+            return self.refuse(431, "more than 32 header fields")
+        if method not in ("GET", "HEAD"):
+            return self.refuse(405, "only GET and HEAD are served")
+        if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+            return self.refuse(413, "request bodies are not accepted")
+        if version == "HTTP/1.1" and "host" not in headers:
+            return self.refuse(400, "HTTP/1.1 request without Host")
+        tokens = [t.strip().lower() for t in headers.get("connection", "").split(",")]
+        keep = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
+        path = target.split("?")[0].split("#")[0]
+        cors = False
+        if path == "/status":
+            status, ctype, cors = 200, "application/json", True
+            body = (json.dumps(server_status(self.server)) + "\n").encode()
+        elif path in ("/", "/index.html") and os.path.exists(PAGE):
+            with open(PAGE, "rb") as f:
+                status, ctype, body = 200, "text/html; charset=utf-8", f.read()
+        else:
+            status, ctype, body = 404, "text/plain; charset=utf-8", b"404 Not Found: try / or /status\n"
+        self.transport.write(http_response(status, ctype, body, keep, method == "HEAD", cors))
+        if not keep:
+            self.close("done (no keep-alive)")
+
+    def refuse(self, status, why):
+        body = f"{status} {REASONS[status]}: {why}\n".encode()
+        self.transport.write(http_response(status, "text/plain; charset=utf-8", body, False))
+        self.close(why)
+
+    def eof_received(self):
+        self.close("closed by the client")
+        return False
+
+    def connection_lost(self, exc):
+        self.close("connection lost")
+
+    def close(self, why):
+        if self.closed:
+            return
+        self.closed = True
+        self.buf = bytearray()
+        if self.timer:
+            self.timer.cancel()
+        self.server.http_conns -= 1
+        self.server.log.event(f"http#{self.id} closed: {why}")
+        self.transport.close()  # after what was written
+
+
+def herd_view(herd):
+    """The herd file as /status shows it (observe::HerdView)."""
+    servers, links = [], []
+    for i, spec in enumerate(herd):
+        http = spec.http
+        if http is None and spec.client[1] + 20000 <= 65535:  # run_herd.sh's default
+            http = (spec.client[0], spec.client[1] + 20000)
+        servers.append({"name": spec.name, "client": show_addr(*spec.client),
+                        "peer": show_addr(*spec.peer), "http": http and show_addr(*http),
+                        "neighbours": spec.neighbours})
+        later = {s.name for s in herd[i + 1:]}
+        links += [[spec.name, n] for n in spec.neighbours if n in later]
+    return {"servers": servers, "links": links}
+
+
+def server_status(s):
+    """GET /status: the document of observe/status.rs."""
+    now = time.time_ns()
+    links = []
+    for link in s.links:
+        conn = link.conn if link.state == "Up" else None
+        links.append({
+            "neighbour": link.name, "state": link.state.lower(), "since": stamp(link.since),
+            "incoming": link.incoming is not None and not link.incoming.closed, "tls": False,
+            "failures": link.failures, "unsent_bytes": conn.backlog() if conn else 0,
+            "sent": {"messages": 0, "bytes": 0, "floods": 0},
+            "received": {"messages": 0, "bytes": 0, "new": 0, "known": 0},
+        })
+    recent = [{"client": at.split()[3].decode("utf-8", "replace"),
+               "at": at.decode("utf-8", "replace"), "from": origin,
+               "time": stamp(ns), "time_us": ns // 1000}
+              for at, origin, ns in reversed(s.recent)]
+    return {
+        "server": s.name, "version": VERSION, "implementation": "asyncio",
+        "started": stamp(s.started), "now": stamp(now), "now_us": now // 1000,
+        "uptime_seconds": round((now - s.started) / NS, 3),
+        "addresses": s.addresses, "herd": herd_view(s.herd), "links": links,
+        "counts": {"positions": len(s.store.positions), "clients": s.clients,
+                   "http_connections": s.http_conns},
+        "recent": recent,
+    }
+
 
 
 # ----- Places: Google's JSON style (places/google_json.rs) --------------------
@@ -1603,6 +1830,14 @@ async def serve(opts):
     places.server = server
     client_port = opts["port"] or me.client[1]
     listeners = []
+    # The HTTP endpoint first: once the client port answers, so does it.
+    http = opts["http"] or me.http
+    if http:
+        try:
+            listeners.append(await loop.create_server(lambda: HttpProtocol(server), *http))
+        except OSError as e:
+            print(f"herd.py: cannot listen on {show_addr(*http)}: {e}", file=sys.stderr)
+            return 1
     for host, port, factory in ((client_host, client_port, lambda: ClientProtocol(server)),
                                 (peer_host, me.peer[1], lambda: PeerIn(server))):
         try:
@@ -1618,7 +1853,11 @@ async def serve(opts):
             return 1
     log.loop = loop
     addrs = [show_addr(*l.sockets[0].getsockname()[:2]) for l in listeners]
+    http_addr = addrs.pop(0) if http else ""
+    server.addresses = {"client": addrs[0], "peer": addrs[1], "http": http_addr}
     log.event(f"{server.name} listening for clients on {addrs[0]} and for peers on {addrs[1]}")
+    if http:
+        log.event(f"HTTP endpoint on http://{http_addr}/")
     log.flush()
 
     stop = loop.create_future()

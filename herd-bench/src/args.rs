@@ -126,6 +126,9 @@ pub struct Options {
     /// Measure a Rust herd with mutual TLS peer links beside each plaintext
     /// one (`rust+tls`).
     pub tls: bool,
+    /// Start the Rust and asyncio servers with their HTTP endpoint on
+    /// (`--http` on a free port), to measure what it costs.
+    pub http: bool,
 }
 
 /// What the command line asks for.
@@ -217,6 +220,12 @@ fn spec() -> getopts::Options {
         "tls",
         "also measure each scenario on a Rust herd whose peer links are mutual TLS \
          (rust+tls, beside rust; certificates made with `proxy-herd certs`), and report what TLS adds",
+    );
+    o.optflag(
+        "",
+        "http",
+        "start the rust and asyncio servers with --http on a free port (their HTTP endpoint \
+         on, nobody scraping), to measure what it costs",
     );
     o.optflag("h", "help", "print this help");
     o
@@ -346,6 +355,7 @@ where
         pid,
         keep: m.opt_present("keep"),
         tls,
+        http: m.opt_present("http"),
     }))
 }
 
@@ -443,6 +453,12 @@ mod tests {
         assert_eq!(run(&["iamat", "--rate", "58000"]).rate, Some(58000.0));
         assert_eq!(run(&[]).gc_rate, DEFAULT_GC_RATE);
         assert_eq!(run(&["gc", "--gc-rate", "500"]).gc_rate, 500.0);
+    }
+
+    #[test]
+    fn http_is_off_unless_asked() {
+        assert!(!run(&[]).http);
+        assert!(run(&["iamat", "--http"]).http);
     }
 
     #[test]

@@ -481,6 +481,8 @@ pub struct Started {
     pub dir: PathBuf,
     /// The herd's certificates (`proxy-herd certs`), with TLS.
     pub tls_dir: Option<PathBuf>,
+    /// Each server's HTTP port, with `--http` (Rust and asyncio only).
+    pub http: Vec<(String, u16)>,
 }
 
 impl Started {
@@ -515,17 +517,25 @@ fn make_certs(herd_file: &Path, dir: &Path) -> Result<(), Error> {
     }
 }
 
+/// How [`start_herd`] starts each server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerFlags {
+    pub trace_gc: bool,
+    pub http: bool,
+}
+
 /// Starts every server in `servers` except those named in `skip` (played by
 /// the bench), and waits until each one's client port accepts.
-/// With `trace_gc`, each server's runtime writes its GC account where
-/// [`gc_trace`] says. With `flavour.tls`, the herd's certificates are made
+/// With `flags.trace_gc`, each server's runtime writes its GC account where
+/// [`gc_trace`] says; with `flags.http`, the Rust and asyncio servers serve
+/// HTTP on a free port. With `flavour.tls`, the herd's certificates are made
 /// first (for the servers in `skip` too) and every server gets them.
 pub fn start_herd(
     flavour: Flavour,
     servers: &[ServerSpec],
     skip: &[&str],
     places_url: &str,
-    trace_gc: bool,
+    flags: ServerFlags,
     procs: &mut Processes,
     dir: &Path,
 ) -> Result<Started, Error> {
@@ -542,15 +552,23 @@ pub fn start_herd(
     } else {
         None
     };
+    // All at once, so that they differ.
+    let http = if flags.http {
+        let ports = free_ports(servers.len())?;
+        servers.iter().map(|s| s.name.clone()).zip(ports).collect()
+    } else {
+        Vec::new()
+    };
     let started = Started {
         flavour,
         herd_file: herd,
         places_url: places_url.to_string(),
         dir: dir.to_path_buf(),
         tls_dir,
+        http,
     };
     for s in servers.iter().filter(|s| !skip.contains(&s.name.as_str())) {
-        start_server(&started, &s.name, trace_gc, procs)?;
+        start_server(&started, &s.name, flags.trace_gc, procs)?;
     }
     // Both ports: some counterparts (Java) greet their neighbours before
     // they open the peer port, so the client port answers first.
@@ -585,6 +603,14 @@ pub fn start_server(
         .args(["--places-url", &herd.places_url])
         .arg("--places-ca")
         .arg(&ca);
+    let http = herd
+        .http
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|&(_, port)| port);
+    if let (Some(port), Impl::Rust | Impl::Asyncio) = (http, imp) {
+        command.arg("--http").arg(format!("127.0.0.1:{port}"));
+    }
     if let Some(tls) = &herd.tls_dir {
         command
             .arg("--peer-cert")

@@ -350,7 +350,10 @@ fn measure(
             &specs,
             &[flood::OBSERVER],
             places_url,
-            false,
+            launch::ServerFlags {
+                trace_gc: false,
+                http: opts.http,
+            },
             &mut procs,
             &dir,
         )?;
@@ -389,8 +392,11 @@ fn measure(
             .map(Outcome::Flood);
     }
     let specs = launch::herd_specs(&ports, &[])?;
-    let trace_gc = sc == Scenario::Gc;
-    let started = launch::start_herd(flavour, &specs, &[], places_url, trace_gc, &mut procs, &dir)?;
+    let flags = launch::ServerFlags {
+        trace_gc: sc == Scenario::Gc,
+        http: opts.http,
+    };
+    let started = launch::start_herd(flavour, &specs, &[], places_url, flags, &mut procs, &dir)?;
     if sc == Scenario::Relink {
         return relink::run(&started, &specs, &mut procs).map(Outcome::Relink);
     }

@@ -7,9 +7,10 @@
 //! 1. sleep in `poll` until a socket is ready or the nearest timer is due
 //!    (not at all when a connection still has input from the last turn);
 //! 2. handle the ready sockets, peer links before clients, so that an update
-//!    that arrived before a client's question is known when it is answered;
-//!    then the connections that still had input after their last read; then
-//!    write what they asked for: the floods (one write per neighbour per
+//!    that arrived before a client's question is known when it is answered,
+//!    and the HTTP endpoint last, so that it never delays either; then the
+//!    connections that still had input after their last read, in that order;
+//!    then write what they asked for: the floods (one write per neighbour per
 //!    turn), the state file, the log (one write), the replies;
 //! 3. run the timers that are due (`call_later` callbacks);
 //! 4. flush the state file and the log, then free the connections closed
@@ -41,8 +42,8 @@
 //! [`crate::places::client`]); this module owns every socket and carries out
 //! what they ask ([`Action`], [`crate::places::PlacesAction`]). Its files: this one (the
 //! loop, the slab, reading, the one close path, carrying out actions,
-//! timers), `peers.rs` (dialing and flooding) and `places.rs` (Places
-//! connections).
+//! timers), `peers.rs` (dialing and flooding), `places.rs` (Places
+//! connections) and `http.rs` (the read-only HTTP endpoint, `--http`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -70,9 +71,13 @@ use crate::tls::link::PeerTransport;
 use crate::tls::peer::PeerTls;
 use crate::transport::{Flushed, StreamTransport, Transport};
 
+mod http;
 mod peers;
 mod places;
 mod tls;
+
+pub use http::HttpSettings;
+use http::HttpSide;
 
 /// The client listener (asyncio's `create_server`).
 pub const CLIENT_LISTENER: Token = Token(usize::MAX - 1);
@@ -84,6 +89,8 @@ pub const PEER_LISTENER: Token = Token(usize::MAX - 2);
 pub const SIGNALS: Token = Token(usize::MAX - 3);
 /// The Places resolver thread's wake-up (see [`crate::places::resolver`]).
 pub const WAKER: Token = Token(usize::MAX - 4);
+/// The HTTP endpoint's listener (`--http`).
+pub const HTTP_LISTENER: Token = Token(usize::MAX - 5);
 
 /// How much one `read` takes, and so one connection's share of a turn. The
 /// buffer is shared by every connection, so an idle one owns no read buffer.
@@ -120,6 +127,8 @@ pub struct Settings {
     pub secret: Option<Secret>,
     /// Peer links over mutual TLS (`--peer-cert`, `--peer-key`, `--peer-ca`).
     pub peer_tls: Option<PeerTls>,
+    /// The read-only HTTP endpoint (`--http`, `http=`), if on.
+    pub http: Option<HttpSettings>,
 }
 
 /// Why the loop could not start.
@@ -150,6 +159,8 @@ pub enum TimerEvent {
     ResumeAccepting(Token),
     Herd(HerdEvent),
     Places(PlacesEvent),
+    /// An HTTP connection's head or keep-alive deadline may have come.
+    Http(ConnRef),
 }
 
 /// One slab entry.
@@ -191,19 +202,31 @@ enum Conn {
     },
     /// An HTTPS connection to Places (its TLS transport is inside).
     Places(Box<PlacesConn>),
+    /// A connection to the HTTP endpoint (`http#ID` in the log).
+    Http {
+        transport: Transport,
+        proto: crate::http::HttpProtocol,
+        id: u64,
+        addr: SocketAddr,
+    },
 }
 
 impl Conn {
     fn transport(&mut self) -> Option<&mut dyn StreamTransport> {
         match self {
-            Conn::Client { transport, .. } => Some(transport),
+            Conn::Client { transport, .. } | Conn::Http { transport, .. } => Some(transport),
             Conn::PeerOut { transport, .. } | Conn::PeerIn { transport, .. } => Some(transport),
             Conn::Places(_) => None,
         }
     }
 
-    fn is_peer(&self) -> bool {
-        matches!(self, Conn::PeerOut { .. } | Conn::PeerIn { .. })
+    /// Phase 2's order: peers (0), clients and the rest (1), HTTP (2).
+    fn rank(&self) -> u8 {
+        match self {
+            Conn::PeerOut { .. } | Conn::PeerIn { .. } => 0,
+            Conn::Http { .. } => 2,
+            _ => 1,
+        }
     }
 
     /// Bytes of an unfinished line held for the next read.
@@ -211,7 +234,7 @@ impl Conn {
         match self {
             Conn::Client { proto, .. } => proto.unfinished(),
             Conn::PeerIn { proto, .. } => proto.unfinished(),
-            Conn::PeerOut { .. } | Conn::Places(_) => 0,
+            Conn::PeerOut { .. } | Conn::Places(_) | Conn::Http { .. } => 0,
         }
     }
 }
@@ -269,6 +292,8 @@ pub struct EventLoop {
     stop: Option<&'static str>,
     /// `--peer-cert` and company: every peer connection is TLS.
     peer_tls: Option<PeerTls>,
+    /// The HTTP endpoint, when on.
+    http: Option<HttpSide>,
 }
 
 /// Nanoseconds since the epoch, for AT time differences.
@@ -297,8 +322,14 @@ impl EventLoop {
         // silently and lose the turn's log: each one here is handled.
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
             .map_err(|e| io_err("cannot catch signals", e))?;
-        let mut client_listener = bind(settings.client_addr)?;
+        // The client port last: once it answers, so do the HTTP and peer
+        // ports (tests and tools wait for the client port only).
+        let mut http = match settings.http {
+            Some(h) => Some(HttpSide::bind(h, poll.registry())?),
+            None => None,
+        };
         let mut peer_listener = bind(settings.peer_addr)?;
+        let mut client_listener = bind(settings.client_addr)?;
         let registry = poll.registry();
         registry
             .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)
@@ -339,10 +370,17 @@ impl EventLoop {
         }
         let client_addr = client_listener.local_addr().unwrap_or(settings.client_addr);
         let peer_addr = peer_listener.local_addr().unwrap_or(settings.peer_addr);
+        if let Some(h) = http.as_mut() {
+            h.addresses(client_addr, peer_addr);
+        }
         herd.log.event(format_args!(
             "{} listening for clients on {client_addr} and for peers on {peer_addr}",
             herd.name
         ));
+        if let Some(h) = &http {
+            herd.log
+                .event(format_args!("HTTP endpoint on http://{}/", h.addr()));
+        }
         herd.log.flush();
         let herd_state_busy = herd.state.is_some();
         Ok(EventLoop {
@@ -369,6 +407,7 @@ impl EventLoop {
             clients: 0,
             stop: None,
             peer_tls: settings.peer_tls,
+            http,
         })
     }
 
@@ -410,8 +449,8 @@ impl EventLoop {
                 }
                 return Err(e);
             }
-            // Phase 2: ready sockets, peers first; then the connections that
-            // had more input than one read took last turn.
+            // Phase 2: ready sockets, peers first and HTTP last; then the
+            // connections that had more input than one read took last turn.
             self.herd.log.tick();
             let carried = std::mem::take(&mut self.more_input);
             let carried_out = std::mem::take(&mut self.more_output);
@@ -421,14 +460,15 @@ impl EventLoop {
                     self.flush(conn);
                 }
             }
-            for peers_first in [true, false] {
+            self.http_turn_begins();
+            for rank in 0..3 {
                 for event in events.iter() {
-                    if self.is_peer(event.token().0) == peers_first {
+                    if self.rank(event.token()) == rank {
                         self.dispatch(event);
                     }
                 }
                 for conn in &carried {
-                    if self.is_peer(conn.key) == peers_first {
+                    if self.rank(Token(conn.key)) == rank {
                         self.read_carried(*conn);
                     }
                 }
@@ -453,13 +493,17 @@ impl EventLoop {
         Ok(())
     }
 
-    fn is_peer(&self, key: usize) -> bool {
-        self.conns.get(key).is_some_and(|s| s.conn.is_peer())
+    /// When in phase 2 a token is handled (see [`Conn::rank`]).
+    fn rank(&self, token: Token) -> u8 {
+        match token {
+            HTTP_LISTENER => 2,
+            Token(key) => self.conns.get(key).map_or(1, |s| s.conn.rank()),
+        }
     }
 
     fn dispatch(&mut self, event: &Event) {
         match event.token() {
-            CLIENT_LISTENER | PEER_LISTENER => self.accept(event.token()),
+            CLIENT_LISTENER | PEER_LISTENER | HTTP_LISTENER => self.accept(event.token()),
             SIGNALS => self.signal_received(),
             WAKER => {
                 let now = Instant::now();
@@ -513,7 +557,11 @@ impl EventLoop {
     /// `conn` has something to write, or its socket room for it: flushed at
     /// the end of phase 2 ([`flush_turn`](Self::flush_turn)).
     fn mark_dirty(&mut self, conn: ConnRef) {
-        if self.is_peer(conn.key) {
+        if self
+            .conns
+            .get(conn.key)
+            .is_some_and(|s| matches!(s.conn, Conn::PeerOut { .. } | Conn::PeerIn { .. }))
+        {
             if !self.dirty_peers.contains(&conn.key) {
                 self.dirty_peers.push(conn.key);
             }
@@ -556,6 +604,9 @@ impl EventLoop {
     /// One read on a connection, handed to its protocol; what it writes goes
     /// out at the end of phase 2 ([`flush_turn`](Self::flush_turn)).
     fn read_ready(&mut self, conn: ConnRef) {
+        if self.http_deferred(conn) {
+            return;
+        }
         // The lines this read logs share one timestamp.
         self.herd.log.tick();
         let mut buf = std::mem::take(&mut self.read_buf);
@@ -585,8 +636,9 @@ impl EventLoop {
                         transport, proto, ..
                     } => proto.data_received(ctx, data, transport),
                     Conn::PeerIn { transport, proto } => proto.data_received(ctx, data, transport),
-                    Conn::Places(_) => {}
+                    Conn::Places(_) | Conn::Http { .. } => {}
                 });
+                self.http_received(conn, Some(data));
             }
             Input::Eof => {
                 self.with_conn(conn, |c, ctx| match c {
@@ -595,8 +647,9 @@ impl EventLoop {
                     } => proto.eof_received(ctx, transport),
                     Conn::PeerOut { proto, .. } => proto.eof_received(ctx),
                     Conn::PeerIn { transport, proto } => proto.eof_received(ctx, transport),
-                    Conn::Places(_) => {}
+                    Conn::Places(_) | Conn::Http { .. } => {}
                 });
+                self.http_received(conn, None);
             }
             Input::Nothing => {}
             // A TLS failure says what failed (docs/protocol.md).
@@ -822,6 +875,9 @@ impl EventLoop {
         let registry = self.poll.registry();
         let _ = registry.deregister(&mut self.client_listener);
         let _ = registry.deregister(&mut self.peer_listener);
+        if let Some(h) = self.http.as_mut() {
+            let _ = registry.deregister(&mut h.listener);
+        }
         for (_, slot) in self.conns.iter_mut() {
             if let Some(transport) = slot.conn.transport() {
                 let _ = transport.flush();
@@ -929,6 +985,7 @@ impl EventLoop {
         slot.closing = true;
         self.to_reap.push(conn.key);
         self.unfinished -= std::mem::take(&mut slot.unfinished);
+        self.herd.metrics.disconnect(slot.conn.kind(), &reason);
         let herd = &mut self.herd;
         match &mut slot.conn {
             Conn::Client { proto, addr, .. } => {
@@ -951,6 +1008,10 @@ impl EventLoop {
                 herd.log
                     .event(format_args!("places conn#{} closed: {reason}", p.id));
             }
+            Conn::Http { id, addr, .. } => {
+                herd.log
+                    .event(format_args!("http#{id} {addr} closed: {reason}"));
+            }
         }
         let is_client = self.with_slot(conn, |c, ctx| match c {
             Conn::Client { proto, .. } => {
@@ -965,7 +1026,7 @@ impl EventLoop {
                 proto.connection_lost(ctx, &reason);
                 false
             }
-            Conn::Places(_) => false,
+            Conn::Places(_) | Conn::Http { .. } => false,
         });
         let now = Instant::now();
         let mut scheduler = Scheduler {
@@ -979,6 +1040,9 @@ impl EventLoop {
                 let why = reason.to_string();
                 let actions = self.places.conn_closed(conn, &why, now, &mut self.herd.log);
                 self.apply_places(actions);
+            }
+            Some(false) if matches!(self.conns[conn.key].conn, Conn::Http { .. }) => {
+                self.http_closed(conn.key);
             }
             _ => {}
         }
@@ -1014,19 +1078,18 @@ impl EventLoop {
             return;
         }
         loop {
-            let listener = if token == CLIENT_LISTENER {
-                &self.client_listener
-            } else {
-                &self.peer_listener
+            let listener = match (token, &self.http) {
+                (CLIENT_LISTENER, _) => &self.client_listener,
+                (HTTP_LISTENER, Some(h)) => &h.listener,
+                (HTTP_LISTENER, None) => return,
+                _ => &self.peer_listener,
             };
             match listener.accept() {
-                Ok((stream, addr)) => {
-                    if token == CLIENT_LISTENER {
-                        self.client_made(stream, addr);
-                    } else {
-                        self.peer_accepted(stream, addr);
-                    }
-                }
+                Ok((stream, addr)) => match token {
+                    CLIENT_LISTENER => self.client_made(stream, addr),
+                    HTTP_LISTENER => self.http_made(stream, addr),
+                    _ => self.peer_accepted(stream, addr),
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_out_of_descriptors(&e) => {
                     // The pending connection stays in the backlog and epoll will
@@ -1088,6 +1151,7 @@ impl EventLoop {
                 self.accept(token);
             }
             TimerEvent::Herd(event) => self.herd_timer(event, now),
+            TimerEvent::Http(conn) => self.http_timer(conn, now),
             TimerEvent::Places(event) => {
                 let actions = self.places.on_timer(event, now, &mut self.herd.log);
                 self.apply_places(actions);
@@ -1135,13 +1199,13 @@ impl EventLoop {
     }
 
     /// One step of the state file's load or compaction, about `budget` bytes
-    /// of file. A load that ends starts a catch-up on every link: what it
-    /// read may be news to neighbours that linked up meanwhile.
+    /// of file. When the load ends, the catch-ups that waited for it go on
+    /// ([`loaded`](Self::loaded)).
     fn state_step(&mut self, budget: usize) {
-        let loading = self.herd.state.as_ref().is_some_and(|s| s.is_loading());
+        let loading = self.herd.is_loading();
         self.state_busy = self.herd.state_step(budget);
-        if loading && !self.state_busy {
-            self.resync(None);
+        if loading && !self.herd.is_loading() {
+            self.loaded();
             self.flush_dirty_peers();
         }
     }

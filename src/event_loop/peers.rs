@@ -137,6 +137,25 @@ impl EventLoop {
         }
     }
 
+    /// The state file has loaded: links that came up meanwhile start their
+    /// catch-ups, and neighbours' requests that waited are answered.
+    pub(super) fn loaded(&mut self) {
+        self.resync(None);
+        for link in 0..self.herd.links.len() {
+            let Some(conn) = self.herd.links[link].incoming else {
+                continue;
+            };
+            self.with_conn(conn, |c, ctx| {
+                if let Conn::PeerIn { transport, proto } = c {
+                    proto.loaded(ctx, transport);
+                }
+            });
+            if !self.dirty_peers.contains(&conn.key) {
+                self.dirty_peers.push(conn.key);
+            }
+        }
+    }
+
     /// Writes every peer connection written to since the last call.
     pub(super) fn flush_dirty_peers(&mut self) {
         // A flush may close a link, and what that asks for may write more.

@@ -84,6 +84,8 @@ pub enum CloseReason {
     LinkFailed(String),
     /// A socket error.
     Io(String),
+    /// The HTTP endpoint is done with a connection (the text says why).
+    Http(&'static str),
     /// The server is stopping.
     Shutdown,
 }
@@ -107,6 +109,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Refused(why) | CloseReason::LinkFailed(why) | CloseReason::Io(why) => {
                 f.write_str(why)
             }
+            CloseReason::Http(why) => f.write_str(why),
             CloseReason::Shutdown => f.write_str("server stopping"),
         }
     }

@@ -172,6 +172,7 @@ impl ClientProtocol {
             Escaped(first_line),
             bytes.len()
         ));
+        ctx.herd.metrics.replies_whatsat += 1;
         self.replies.fulfil(transport, request, bytes);
         self.check_backlog(ctx, transport);
         self.close_if_done(ctx);
@@ -259,11 +260,13 @@ fn line_received(
     match action {
         ClientAction::Ignore => {}
         ClientAction::Reply(bytes) => {
+            herd.metrics.reply(&bytes);
             let shown = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
             herd.log.line(&logged(" > ", shown));
             replies.send(transport, &bytes);
         }
         ClientAction::ReplyAndFlood(mut at) => {
+            herd.metrics.replies_at += 1;
             herd.log.line(&logged(" > ", &at));
             at.push(b'\n');
             replies.send(transport, &at);
@@ -273,6 +276,8 @@ fn line_received(
         ClientAction::FetchPlaces(query) if replies.waiting >= MAX_WAITING_PLACES => {
             // A client may not queue Places requests without end: past the
             // limit it gets the error answer at once (still in order).
+            herd.metrics.replies_whatsat += 1;
+            herd.metrics.places_refused += 1;
             herd.log.line(&logged(" > ", &query.at_line));
             let mut bytes = query.at_line;
             bytes.push(b'\n');

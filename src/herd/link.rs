@@ -16,7 +16,7 @@
 //! through [`Link::set_state`], which logs it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::conn_ref::ConnRef;
 use crate::log::Log;
@@ -72,6 +72,8 @@ pub struct Link {
     pub failures: u32,
     /// The connection the neighbour dialed to us, once it said HELLO.
     pub incoming: Option<ConnRef>,
+    /// When `state` was entered (for `/status`).
+    pub since: SystemTime,
 }
 
 impl Link {
@@ -84,6 +86,7 @@ impl Link {
             next.label()
         ));
         self.state = next;
+        self.since = SystemTime::now();
     }
 
     /// The connection of the link when it is up.

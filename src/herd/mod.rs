@@ -19,6 +19,7 @@ pub mod sync;
 
 use crate::conn_ref::ConnRef;
 use crate::log::{Log, Part};
+use crate::observe::{Metrics, Recent, Source};
 use crate::places::PlacesQuery;
 use crate::protocol::client::{self, parse_location, Request};
 use crate::protocol::peer::{Update, MAX_PEER_LINE};
@@ -62,6 +63,11 @@ pub struct Herd {
     /// How many state writes have failed since the last one that worked,
     /// while the state file is failing (logged once per episode).
     pub state_failures: Option<u64>,
+    /// What `/metrics` counts: the herd and the protocols count lines,
+    /// updates and peer messages through it, the loop the rest.
+    pub metrics: Metrics,
+    /// The last updates accepted, for `/status`.
+    pub recent: Recent,
 }
 
 /// The limits from the command line: the client port's, and the store's.
@@ -92,8 +98,10 @@ impl Herd {
                 },
                 failures: 0,
                 incoming: None,
+                since: std::time::SystemTime::now(),
             })
-            .collect();
+            .collect::<Vec<Link>>();
+        let links_len = links.len();
         Herd {
             name,
             store: limits
@@ -109,6 +117,8 @@ impl Herd {
             heartbeats_received: 0,
             jitter: Jitter::new(),
             state_failures: None,
+            metrics: Metrics::new(links_len),
+            recent: Recent::default(),
         }
     }
 
@@ -159,6 +169,7 @@ impl Herd {
         match client::parse_request(line) {
             Request::Blank => ClientAction::Ignore,
             Request::IAmAt(req) => {
+                self.metrics.lines_iamat += 1;
                 let at = client::format_at(&self.name, now_ns, &req);
                 if at.len() > MAX_PEER_LINE {
                     // Its AT line could not travel to the neighbours.
@@ -175,6 +186,9 @@ impl Herd {
                     return invalid(line);
                 }
                 if self.store.update(req.client, req.time_ns, &at) {
+                    // u64 division: an i128 one costs about a hundred instructions.
+                    let micros = u64::try_from(now_ns).map_or(0, |ns| ns / 1000);
+                    self.recent.push(&at, Source::Client, micros);
                     ClientAction::ReplyAndFlood(at)
                 } else {
                     let mut reply = at;
@@ -184,8 +198,11 @@ impl Herd {
             }
             Request::WhatsAt(req) => {
                 let Some(position) = self.store.get(req.client) else {
+                    // Counted as invalid: a WHATSAT for an unknown client.
+                    self.metrics.lines_invalid += 1;
                     return invalid(line);
                 };
+                self.metrics.lines_whatsat += 1;
                 // The stored line was validated when it was stored; field 4 is
                 // the location.
                 let location = crate::protocol::fields(&position.at_line).nth(4);
@@ -199,7 +216,10 @@ impl Herd {
                     None => invalid(line),
                 }
             }
-            Request::Invalid => invalid(line),
+            Request::Invalid => {
+                self.metrics.lines_invalid += 1;
+                invalid(line)
+            }
         }
     }
 
@@ -221,17 +241,27 @@ impl Herd {
         let new = self.store.update(client, time_ns, at_line);
         if new {
             self.persist(at_line);
+            let now = crate::observe::micros(std::time::SystemTime::now());
+            self.recent.push(at_line, Source::Neighbour(from), now);
         }
-        self.log_update(from, client, new);
+        self.note_update(from, client, new);
         new
     }
 
     /// An update from link `from` that is not new here: dropped, and logged.
     pub fn peer_update_known(&mut self, from: usize, client: &[u8]) {
-        self.log_update(from, client, false);
+        self.note_update(from, client, false);
     }
 
-    fn log_update(&mut self, from: usize, client: &[u8], new: bool) {
+    /// Counts and logs an update from link `from`.
+    fn note_update(&mut self, from: usize, client: &[u8], new: bool) {
+        if let Some(c) = self.metrics.links.get_mut(from) {
+            if new {
+                c.floods_received_new += 1;
+            } else {
+                c.floods_received_known += 1;
+            }
+        }
         self.log.line(&[
             Part::Str("update from "),
             Part::Str(&self.links[from].name),
@@ -307,6 +337,11 @@ impl Herd {
                 false
             }
         }
+    }
+
+    /// True while the state file is still being read into the store.
+    pub fn is_loading(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.is_loading())
     }
 
     /// One bounded step of the state file's work: reading its records into

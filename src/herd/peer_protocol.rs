@@ -16,10 +16,10 @@ use super::actions::{Action, CloseReason, Ctx, HerdEvent};
 use super::auth::Role;
 use super::link::LinkState;
 use super::store::{client_field, EntryId};
-use super::sync::{CatchUp, Incoming, Progress};
+use super::sync::{CatchUp, Incoming, Progress, MAX_REQUESTS_IN_FLIGHT};
 use crate::log::Escaped;
 use crate::log::Part::{self, Bytes, Num, Str};
-use crate::protocol::peer::{self, PeerMessage, MAX_PEER_LINE};
+use crate::protocol::peer::{self, PeerMessage, TreeNode, MAX_PEER_LINE};
 use crate::transport::{LineReader, WriteTransport};
 
 /// A dial or a greeting that takes longer than this failed.
@@ -102,6 +102,9 @@ pub struct PeerInProtocol {
     closed: bool,
     /// The catch-up the neighbour is sending us, counted for its summary.
     incoming: Incoming,
+    /// `TREE` requests that came while the state file was loading (with
+    /// their lines' lengths), answered once it has.
+    deferred: Vec<(TreeNode, usize)>,
 }
 
 /// The log line for an update sent on our link to `name` (connection `id`).
@@ -217,6 +220,7 @@ impl PeerOutProtocol {
         transport: &mut dyn WriteTransport,
     ) -> bool {
         let link = self.link;
+        ctx.herd.metrics.peer_received(link, line.len());
         let message = peer::parse_peer_message(line);
         // A catch-up's answers are summed up in one line, not logged each.
         if !matches!(
@@ -254,6 +258,7 @@ impl PeerOutProtocol {
                     if conn == ctx.me {
                         ctx.timers.cancel(timeout);
                         herd.links[link].failures = 0;
+                        herd.metrics.links[link].ups += 1;
                         herd.links[link].set_state(
                             LinkState::Up { conn },
                             "WELCOME received",
@@ -333,6 +338,11 @@ impl PeerOutProtocol {
     /// Starts this direction's catch-up ([`sync`]): the first request now,
     /// the positions in slices as the socket drains ([`Self::drained`]).
     fn start_catch_up(&mut self, ctx: &mut Ctx, transport: &mut dyn WriteTransport) {
+        // While the state file loads the store is incomplete: the load's end
+        // starts every link's catch-up (Action::Resync from the loop).
+        if ctx.herd.is_loading() {
+            return;
+        }
         let catch_up = match self.trees {
             Trees::No => CatchUp::plain(ctx.now),
             Trees::Unknown { .. } => {
@@ -391,11 +401,15 @@ impl PeerOutProtocol {
         let Some(c) = self.catch_up.take_if(|c| c.is_done()) else {
             return;
         };
-        ctx.herd.log.event(format_args!(
-            "link {}: {}",
-            ctx.herd.links[self.link].name,
-            c.sent(ctx.now)
-        ));
+        let sent = c.sent(ctx.now);
+        let herd = &mut *ctx.herd;
+        herd.metrics.catch_up_sent(
+            self.link,
+            (sent.positions, sent.position_bytes),
+            (sent.positions + sent.requests + 1, sent.bytes),
+        );
+        herd.log
+            .event(format_args!("link {}: {sent}", herd.links[self.link].name));
     }
 
     /// Sends one flooded update. Behind a full socket it waits in the queue
@@ -414,6 +428,7 @@ impl PeerOutProtocol {
 
     fn write_update(&self, ctx: &mut Ctx, at: &[u8], transport: &mut dyn WriteTransport) {
         peer::write_update(transport.out_buf(), at);
+        ctx.herd.metrics.flood_sent(self.link, at.len());
         let name = &ctx.herd.links[self.link].name;
         ctx.herd.log.line(&sent_line(name, self.id, at));
     }
@@ -432,6 +447,7 @@ impl PeerOutProtocol {
             let herd = &mut *ctx.herd;
             if let Some(p) = herd.store.position_of(id) {
                 peer::write_update(transport.out_buf(), p.at_line.0);
+                herd.metrics.flood_sent(self.link, p.at_line.0.len());
                 let name = &herd.links[self.link].name;
                 herd.log.line(&sent_line(name, self.id, p.at_line.0));
             }
@@ -475,6 +491,7 @@ impl PeerOutProtocol {
             transport.write(b"PING\n");
             self.pings_in_flight += 1;
             ctx.herd.heartbeats_sent += 1;
+            ctx.herd.metrics.peer_sent(self.link, 4);
         }
     }
 
@@ -501,6 +518,7 @@ impl PeerInProtocol {
             challenged: None,
             closed: false,
             incoming: Incoming::default(),
+            deferred: Vec::new(),
         }
     }
 
@@ -547,6 +565,16 @@ impl PeerInProtocol {
     /// Bytes of an unfinished line held for the next read.
     pub fn unfinished(&self) -> usize {
         self.lines.pending()
+    }
+
+    /// The state file has loaded: the requests that waited for it are
+    /// answered now.
+    pub fn loaded(&mut self, ctx: &mut Ctx, transport: &mut dyn WriteTransport) {
+        for (node, len) in std::mem::take(&mut self.deferred) {
+            let out = transport.out_buf();
+            self.incoming
+                .on_tree(&ctx.herd.store, node, len, ctx.now, out);
+        }
     }
 
     /// The HELLO timer came due: a connection that has not greeted is dropped.
@@ -608,6 +636,9 @@ impl PeerInProtocol {
         line: &[u8],
         transport: &mut dyn WriteTransport,
     ) -> Result<(), CloseReason> {
+        if let Some(l) = self.link {
+            ctx.herd.metrics.peer_received(l, line.len());
+        }
         // An update is the commonest message, and most are duplicates (a
         // flood reaches a server once per link into it): those cost a
         // lookup, with no parse beyond their client and time, and no copy.
@@ -651,9 +682,20 @@ impl PeerInProtocol {
                     });
                 }
             }
-            (PeerMessage::Ping, Some(_)) => {
+            (PeerMessage::Ping, Some(l)) => {
                 herd.heartbeats_received += 1;
                 transport.write(b"PONG\n");
+                herd.metrics.peer_sent(l, 4);
+            }
+            // An answer from a store still loading its state file would make
+            // the sender send what the file is about to bring: it waits for
+            // the load's end ([`PeerInProtocol::loaded`]). The sender has at
+            // most 64 requests in flight; past that (a misbehaving neighbour)
+            // it is answered at once, which costs bytes, not correctness.
+            (PeerMessage::Tree { node }, Some(_))
+                if herd.is_loading() && self.deferred.len() < MAX_REQUESTS_IN_FLIGHT =>
+            {
+                self.deferred.push((node, line.len()));
             }
             (PeerMessage::Tree { node }, Some(_)) => {
                 let out = transport.out_buf();
@@ -668,6 +710,8 @@ impl PeerInProtocol {
             }
             (PeerMessage::Synced { positions }, Some(from)) => {
                 let r = self.incoming.on_synced(positions, line.len(), ctx.now);
+                herd.metrics
+                    .catch_up_received(from, r.positions as usize, r.bytes as usize);
                 herd.log
                     .event(format_args!("link from {}: {r}", herd.links[from].name));
                 if r.new > 0 {
@@ -932,6 +976,45 @@ mod tests {
             w.herd.store.get(b"kiwi").map(|p| p.at_line.0.to_vec()),
             Some(b"AT Riley +0.100000000 kiwi +1+1 2".to_vec())
         );
+    }
+
+    #[test]
+    fn while_the_state_file_loads_catch_ups_wait_for_it() {
+        let dir = std::env::temp_dir().join(format!("proxy-herd-peer-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state");
+        let mut records = Vec::new();
+        crate::herd::state::write_record(&mut records, b"AT Riley +0.100000000 kiwi +1+1 1");
+        std::fs::write(&path, records).unwrap();
+        let mut w = World::new("Jaquez", &["Riley"], Limits::default());
+        w.herd.state = Some(crate::herd::state::StateFile::open_for_loading(&path).unwrap());
+        assert!(w.herd.is_loading());
+        // As the acceptor: a TREE waits for the load.
+        let mut inn = w.with(THEM, |ctx| PeerInProtocol::connection_made(2, &"x", ctx));
+        let mut out = Vec::new();
+        w.with(THEM, |ctx| {
+            inn.data_received(ctx, b"HELLO Riley\nTREE /\n", &mut out)
+        });
+        assert_eq!(text(&out), "WELCOME Jaquez\n");
+        // As the dialer: the WELCOME starts no catch-up yet.
+        w.with(ME, |ctx| ctx.herd.dialing(0, ME, ctx.timers));
+        let mut o = PeerOutProtocol::new(1, 0, w.now);
+        let mut sent = Vec::new();
+        w.with(ME, |ctx| o.connection_made(ctx, &mut sent));
+        w.with(ME, |ctx| {
+            o.data_received(ctx, b"WELCOME Riley\n", &mut sent)
+        });
+        assert_eq!(text(&sent), "HELLO Jaquez\n");
+        // The load ends: the answer goes out, from the whole store, and the
+        // loop's resync starts the catch-up.
+        assert!(!w.herd.state_step(1 << 20));
+        assert!(w.herd.store.get(b"kiwi").is_some());
+        let mut out = Vec::new();
+        w.with(THEM, |ctx| inn.loaded(ctx, &mut out));
+        assert!(text(&out).starts_with("HASHES / "), "{}", text(&out));
+        w.with(ME, |ctx| o.resync(ctx, &mut sent));
+        assert_eq!(text(&sent), "HELLO Jaquez\nTREE /\n");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Snapshot;
+use crate::herd::actions::CloseReason;
 
 /// Counters kept by the herd and the loop.
 #[derive(Debug, Clone, Default)]
@@ -153,8 +154,26 @@ impl Reason {
         }
     }
 
-    /// The reason behind the loop's close message (`close(key, why)`): the
-    /// messages are the loop's own, so a few words of each are enough.
+    /// The reason behind one of the loop's closes; the free-text ones (a
+    /// link's failure, a socket error, the HTTP endpoint's) by their words.
+    pub fn of_close(why: &CloseReason) -> Reason {
+        match why {
+            CloseReason::DoneAfterEof | CloseReason::ClosedByPeer => Reason::Eof,
+            CloseReason::LineTooLong => Reason::LineTooLong,
+            CloseReason::RepliesUnread | CloseReason::PeerBacklog => Reason::Backlog,
+            CloseReason::IdleTooLong => Reason::Idle,
+            CloseReason::NoHelloInTime => Reason::Timeout,
+            CloseReason::SilentTooLong => Reason::Silent,
+            CloseReason::Replaced => Reason::Replaced,
+            CloseReason::Refused(_) | CloseReason::RefusedByNeighbour(_) => Reason::Refused,
+            CloseReason::LinkFailed(why) | CloseReason::Io(why) => Reason::of(why),
+            CloseReason::Http(why) => Reason::of(why),
+            CloseReason::InputBudget | CloseReason::Shutdown => Reason::Other,
+        }
+    }
+
+    /// The reason behind a close message: the messages are the loop's own,
+    /// so a few words of each are enough.
     pub fn of(why: &str) -> Reason {
         let has = |s: &str| why.contains(s);
         if has("EOF") || has("closed by") {
@@ -201,9 +220,9 @@ impl Metrics {
         }
     }
 
-    /// A connection of `kind` closed because `why`.
-    pub fn disconnect(&mut self, kind: ConnKind, why: &str) {
-        let reason = Reason::of(why);
+    /// A connection of `kind` closed for `why` (the loop's one close path).
+    pub fn disconnect(&mut self, kind: ConnKind, why: &CloseReason) {
+        let reason = Reason::of_close(why);
         let k = ConnKind::ALL.iter().position(|c| *c == kind).unwrap_or(0);
         let r = Reason::ALL.iter().position(|x| *x == reason).unwrap_or(0);
         self.disconnects[k][r] += 1;
@@ -233,12 +252,29 @@ impl Metrics {
         self.peer_sent(link, len);
     }
 
-    /// A catch-up of `positions` in `bytes` was queued for neighbour `link`
-    /// (its lines are counted one by one with [`peer_sent`](Self::peer_sent)).
-    pub fn catch_up_sent(&mut self, link: usize, positions: usize, bytes: usize) {
+    /// A catch-up to neighbour `link` is over: it sent `positions` in
+    /// `bytes`, in `lines` lines of `all_bytes` in all (the positions, the
+    /// requests and the end), which count as messages sent too.
+    pub fn catch_up_sent(
+        &mut self,
+        link: usize,
+        (positions, bytes): (u64, u64),
+        (lines, all_bytes): (u64, u64),
+    ) {
         if let Some(l) = self.links.get_mut(link) {
-            l.catch_up_positions_sent += positions as u64;
-            l.catch_up_bytes_sent += bytes as u64;
+            l.catch_up_positions_sent += positions;
+            l.catch_up_bytes_sent += bytes;
+            l.messages_sent += lines;
+            l.bytes_sent += all_bytes;
+        }
+    }
+
+    /// A catch-up from neighbour `link` brought `positions` in `bytes` (its
+    /// lines are counted one by one with [`peer_received`](Self::peer_received)).
+    pub fn catch_up_received(&mut self, link: usize, positions: usize, bytes: usize) {
+        if let Some(l) = self.links.get_mut(link) {
+            l.catch_up_positions_received += positions as u64;
+            l.catch_up_bytes_received += bytes as u64;
         }
     }
 
@@ -674,7 +710,15 @@ mod tests {
         m.peer_received(0, 4);
         m.http_response(200);
         m.http_response(299);
-        m.disconnect(ConnKind::Http, "idle keep-alive connection");
+        m.disconnect(
+            ConnKind::Http,
+            &CloseReason::Http("idle keep-alive connection"),
+        );
+        m.disconnect(ConnKind::Client, &CloseReason::DoneAfterEof);
+        m.disconnect(
+            ConnKind::Peer,
+            &CloseReason::LinkFailed("timed out".to_string()),
+        );
         assert_eq!((m.links[1].messages_sent, m.links[1].bytes_sent), (1, 10));
         assert_eq!(
             (m.links[0].messages_received, m.links[0].bytes_received),
@@ -682,14 +726,19 @@ mod tests {
         );
         assert_eq!(m.http_responses.iter().sum::<u64>(), 1);
         assert_eq!(m.disconnects[2][3], 1);
+        assert_eq!(m.disconnects[0][0], 1);
+        assert_eq!(m.disconnects[1][5], 1);
         m.reply(b"? x");
         m.reply(b"AT x");
         m.flood_sent(1, 9);
-        m.catch_up_sent(1, 3, 30);
+        m.catch_up_sent(1, (3, 30), (4, 40));
+        m.catch_up_received(0, 2, 20);
         assert_eq!((m.replies_invalid, m.replies_at), (1, 1));
         assert_eq!(m.links[1].floods_sent, 1);
-        assert_eq!(m.links[1].messages_sent, 2);
+        assert_eq!(m.links[1].messages_sent, 6);
         assert_eq!(m.links[1].catch_up_bytes_sent, 30);
+        assert_eq!(m.links[0].catch_up_positions_received, 2);
+        assert_eq!(m.links[0].catch_up_bytes_received, 20);
     }
 
     fn rendered() -> String {

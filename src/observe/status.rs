@@ -200,7 +200,10 @@ pub(crate) mod tests {
         metrics.links[0].floods_sent = 2;
         metrics.peer_sent(0, 70);
         metrics.links[1].floods_received_new = 1;
-        metrics.disconnect(ConnKind::Client, "done after EOF");
+        metrics.disconnect(
+            ConnKind::Client,
+            &crate::herd::actions::CloseReason::DoneAfterEof,
+        );
         metrics.http_response(200);
         let mut places = PlacesMetrics {
             ok: 1,

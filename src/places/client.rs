@@ -345,6 +345,8 @@ pub struct PlacesClient {
     /// Each client's requests (at most 64 wait per client), so a client
     /// that leaves costs what it asked for, not a scan of every request.
     by_client: HashMap<ConnRef, Vec<u64>>,
+    /// Requests by outcome and their latency, for `/metrics`.
+    pub metrics: crate::observe::PlacesMetrics,
 }
 
 /// What an open connection is doing, as the client sees it.
@@ -377,6 +379,7 @@ impl PlacesClient {
             dialing: 0,
             carrying: HashMap::new(),
             by_client: HashMap::new(),
+            metrics: crate::observe::PlacesMetrics::default(),
         })
     }
 
@@ -678,6 +681,11 @@ impl PlacesClient {
             usize::from(r.query.bound),
         );
         let ms = millis(now - r.started);
+        self.metrics.latency.observe(now - r.started);
+        match &rendered.outcome {
+            Ok(_) => self.metrics.ok += 1,
+            Err(_) => self.metrics.error += 1,
+        }
         match &rendered.outcome {
             Ok(n) => log.event(format_args!(
                 "places#{request} answered: HTTP {}, {n} results, in {ms} ms",
@@ -690,9 +698,27 @@ impl PlacesClient {
 
     /// Answers `request` with the error JSON.
     fn fail(&mut self, request: u64, why: &str, now: Instant, log: &mut Log) -> Vec<PlacesAction> {
+        self.fail_as(false, request, why, now, log)
+    }
+
+    /// [`fail`](Self::fail), counted as a timeout or as a failure.
+    fn fail_as(
+        &mut self,
+        timed_out: bool,
+        request: u64,
+        why: &str,
+        now: Instant,
+        log: &mut Log,
+    ) -> Vec<PlacesAction> {
         let Some(r) = self.take_request(request) else {
             return Vec::new();
         };
+        self.metrics.latency.observe(now - r.started);
+        if timed_out {
+            self.metrics.timeout += 1;
+        } else {
+            self.metrics.failed += 1;
+        }
         let ms = millis(now - r.started);
         log.event(format_args!("places#{request} failed: {why} after {ms} ms"));
         let json = error_json(&format!("Places request failed: {why}"), "UNKNOWN_ERROR");
@@ -768,7 +794,8 @@ impl PlacesClient {
             PlacesEvent::RequestTimeout { request } => {
                 let conn = self.requests.get(&request).and_then(|r| r.conn);
                 let secs = REQUEST_TIMEOUT.as_secs();
-                let mut actions = self.fail(request, &format!("no answer in {secs} s"), now, log);
+                let why = format!("no answer in {secs} s");
+                let mut actions = self.fail_as(true, request, &why, now, log);
                 if let Some(conn) = conn {
                     actions.push(PlacesAction::Close {
                         conn,

@@ -124,6 +124,12 @@ pub fn implementation() -> String {
     std::env::var("PROXY_HERD_IMPL").unwrap_or_else(|_| "rust".to_string())
 }
 
+/// True under CI (`CI=true`, as `.ci/run` is run): a test whose tool is
+/// missing fails there rather than skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 /// True when the tests run against the asyncio counterpart.
 pub fn is_asyncio() -> bool {
     implementation() == "asyncio"
@@ -282,9 +288,16 @@ pub fn start_server_env(
 pub fn lone_herd_file(dir: &TempDir) -> (PathBuf, u16) {
     let port = free_port();
     let config = dir.path("herd.txt");
+    // An explicit http=: run_herd.sh's default, the client port + 20000,
+    // falls in the kernel's ephemeral range for test ports, where the
+    // TIME_WAIT of a test client's connection can hold it.
     std::fs::write(
         &config,
-        format!("Riley 127.0.0.1:{port} peer=127.0.0.1:{}\n", free_port()),
+        format!(
+            "Riley 127.0.0.1:{port} peer=127.0.0.1:{} http=127.0.0.1:{}\n",
+            free_port(),
+            free_port()
+        ),
     )
     .unwrap();
     (config, port)
@@ -295,6 +308,8 @@ pub struct Member {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
+    /// The HTTP endpoint's port, written as `http=` (see [`Herd::with_http`]).
+    pub http_port: Option<u16>,
     pub neighbours: Vec<String>,
 }
 
@@ -319,6 +334,16 @@ pub const DEFAULT_HERD: &[(&str, &[&str])] = &[
 impl Herd {
     /// Writes a herd file with fresh ports; starts nothing.
     pub fn new(test: &str, shape: &[(&str, &[&str])]) -> Herd {
+        Herd::write(test, shape, false)
+    }
+
+    /// As [`Herd::new`], with an `http=` address on every line, so that every
+    /// server serves `/metrics`, `/status` and the page.
+    pub fn with_http(test: &str, shape: &[(&str, &[&str])]) -> Herd {
+        Herd::write(test, shape, true)
+    }
+
+    fn write(test: &str, shape: &[(&str, &[&str])], http: bool) -> Herd {
         let dir = TempDir::new(test);
         let members: Vec<Member> = shape
             .iter()
@@ -326,13 +351,17 @@ impl Herd {
                 name: name.to_string(),
                 client_port: free_port(),
                 peer_port: free_port(),
+                http_port: http.then(free_port),
                 neighbours: neighbours.iter().map(|s| s.to_string()).collect(),
             })
             .collect();
         let mut text = String::from("# written by the test harness\n");
         for m in &members {
+            let http = m
+                .http_port
+                .map_or(String::new(), |p| format!(" http=127.0.0.1:{p}"));
             text.push_str(&format!(
-                "{} 127.0.0.1:{} peer=127.0.0.1:{} {}\n",
+                "{} 127.0.0.1:{} peer=127.0.0.1:{}{http} {}\n",
                 m.name,
                 m.client_port,
                 m.peer_port,
@@ -360,6 +389,23 @@ impl Herd {
             herd.start_one(i);
         }
         herd
+    }
+
+    /// A herd [`with_http`](Herd::with_http), every server started.
+    pub fn start_with_http(test: &str, shape: &[(&str, &[&str])]) -> Herd {
+        let mut herd = Herd::with_http(test, shape);
+        for i in 0..herd.members.len() {
+            herd.start_one(i);
+        }
+        herd
+    }
+
+    /// Server `name`'s HTTP endpoint (a herd made [`with_http`](Herd::with_http)).
+    pub fn http_addr(&self, name: &str) -> SocketAddr {
+        let port = self.members[self.index(name)]
+            .http_port
+            .unwrap_or_else(|| panic!("{name} has no http= in this herd"));
+        ([127, 0, 0, 1], port).into()
     }
 
     pub fn index(&self, name: &str) -> usize {
