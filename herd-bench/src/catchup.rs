@@ -23,8 +23,9 @@
 //!   transfer (every AT line and its `\n`);
 //! - each reply's delay at a probe client of A and one of C, which sends an
 //!   IAMAT every millisecond (one in flight; a late reply is its own delay).
-//!   The probe repeats one IAMAT: only the first is new, so the probes add
-//!   nothing to the links' bytes and measure the loop, not the flood;
+//!   After one new position, the probe sends an older one each time: not
+//!   new, so not flooded; the probes add nothing to the links' bytes and
+//!   measure the loop, not the flood;
 //! - how many catch-ups ran and how many links dropped (log lines counted
 //!   after the herd has been quiet for [`QUIET`]): a catch-up that repeats,
 //!   or a link dropped mid catch-up, is what the issue was about;
@@ -365,9 +366,17 @@ impl Probe {
         stream.set_nodelay(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        // The same IAMAT every time: new only the first time, so it is not
-        // flooded again and the links' bytes stay the catch-up's.
-        let line = format!("IAMAT {id} {LOCATION} {}\n", iamat_time(SystemTime::now()));
+        // One new position first (not timed), then always a second older
+        // than it: never new, so never flooded, and the links' bytes stay
+        // the catch-up's. (Repeating the first would not do: the reply's
+        // time difference grows, and at equal client times the greater AT
+        // line wins, so each repeat would be new and flooded.)
+        let now = SystemTime::now();
+        let first = format!("IAMAT {id} {LOCATION} {}\n", iamat_time(now));
+        let line = format!(
+            "IAMAT {id} {LOCATION} {}\n",
+            iamat_time(now - Duration::from_secs(1))
+        );
         let handle = std::thread::spawn(move || {
             let mut samples = Samples::new();
             let mut errors = 0u64;
@@ -376,6 +385,13 @@ impl Probe {
             };
             let mut replies = BufReader::new(read_half);
             let mut writer = &stream;
+            let mut reply = String::new();
+            let greeted = writer.write_all(first.as_bytes()).is_ok()
+                && replies.read_line(&mut reply).is_ok_and(|n| n > 0)
+                && reply.starts_with("AT ");
+            if !greeted {
+                return (samples, 1);
+            }
             let mut next = Instant::now();
             // Bounded: at most an hour of probing.
             for _ in 0..3_600_000u32 {
