@@ -48,6 +48,7 @@ use super::args::{Cases, Impl};
 use super::idle::rss_kb;
 use super::launch::{self, Flavour, Processes, ServerSpec, Started};
 use super::load::LOCATION;
+use super::procstat;
 use super::relink::line_time;
 use super::stats::{human_ns, Samples, Summary};
 use super::Error;
@@ -321,11 +322,15 @@ pub fn received_counts(line: &str) -> Option<(u64, u64)> {
     Some((n.parse().ok()?, m.parse().ok()?))
 }
 
-/// The catch-up lines `server` logged for what it received from `from`.
+/// The catch-up lines `server` logged for what it received from `from`,
+/// whole ones only (the counterparts log one `cut short by the close` when
+/// a link drops mid catch-up).
 fn received_from<'a>(log: &'a str, from: &str) -> Vec<&'a str> {
     let needle = format!(" link from {from}: catch-up of ");
     log.lines()
-        .filter(|l| l.contains(&needle) && l.contains(" positions received ("))
+        .filter(|l| {
+            l.contains(&needle) && l.contains(" positions received (") && !l.contains("cut short")
+        })
         .collect()
 }
 
@@ -560,6 +565,10 @@ pub struct Restart {
     pub probe_c: Option<Summary>,
     /// Probe replies that failed (a reset, a timeout).
     pub probe_errors: u64,
+    /// A's and C's share of the window on a CPU and waiting for one (run
+    /// queue), in %: a late reply with a long wait is the scheduler's.
+    pub cpu_a: Option<(f64, f64)>,
+    pub cpu_c: Option<(f64, f64)>,
     /// B's RSS once caught up.
     pub b_rss_kb: Option<u64>,
     /// WHATSAT at B and C afterwards gives A's line for the first, last and
@@ -635,6 +644,9 @@ impl CatchupResult {
                     format!("{}", r.bytes_from_b),
                     lat(&r.probe_a),
                     lat(&r.probe_c),
+                    [r.cpu_a, r.cpu_c]
+                        .map(|c| c.map_or("-".into(), |(run, wait)| format!("{run:.0}/{wait:.0}")))
+                        .join(" "),
                     lines.join(", "),
                     if r.agree { "yes" } else { "NO" }.into(),
                 ]
@@ -678,6 +690,8 @@ impl CatchupResult {
                 "probe_c_ns": lat(&r.probe_c),
                 "probe_errors": r.probe_errors,
                 "b_rss_kb": r.b_rss_kb,
+                "a_cpu_and_runqueue_percent": r.cpu_a.map(|c| [c.0, c.1]),
+                "c_cpu_and_runqueue_percent": r.cpu_c.map(|c| [c.0, c.1]),
                 "agree": r.agree,
             })).collect::<Vec<_>>(),
         })
@@ -878,6 +892,10 @@ fn restart(
     let probe_c = Probe::start(c.client, format!("probe-c-{tag}"))?;
     let base = herd.links.at_b();
     let side_base = herd.links.to_b_by_side();
+    let pid_of = |procs: &Processes, n: &str| procs.pid(&herd.started.tag(n));
+    let sched =
+        |procs: &Processes| [A, C].map(|n| pid_of(procs, n).and_then(procstat::run_and_wait_ns));
+    let sched_base = sched(procs);
     let t0 = SystemTime::now();
     let started = Instant::now();
     herd.start(B, procs)?;
@@ -925,6 +943,13 @@ fn restart(
         }
         std::thread::sleep(POLL);
     }
+    let window = started.elapsed().as_secs_f64();
+    let sched_end = sched(procs);
+    let share = |i: usize| {
+        let ((r0, w0), (r1, w1)) = (sched_base[i]?, sched_end[i]?);
+        let pct = |d: u64| 100.0 * d as f64 / 1e9 / window.max(1e-9);
+        Some((pct(r1.saturating_sub(r0)), pct(w1.saturating_sub(w0))))
+    };
     let (pa, ea) = probe_a.finish();
     let (pc, ec) = probe_c.finish();
     if converged_s.is_none() {
@@ -996,6 +1021,8 @@ fn restart(
         probe_a: pa,
         probe_c: pc,
         probe_errors: ea + ec,
+        cpu_a: share(0),
+        cpu_c: share(1),
         b_rss_kb: procs.pid(&herd.started.tag(B)).and_then(rss_kb),
         agree,
     })
@@ -1022,6 +1049,12 @@ mod tests {
         assert_eq!(received_counts(l), Some((250, 249)));
         assert_eq!(received_from(l, "Riley"), vec![l]);
         assert!(received_from(l, "Juzang").is_empty());
+        let cut = "2026-12-02T00:55:32.159697Z link from Juzang: catch-up of 84992 positions \
+                   received (84992 new, 6714368 bytes, 6328.3 ms; cut short by the close)";
+        assert!(
+            received_from(cut, "Juzang").is_empty(),
+            "not a whole catch-up"
+        );
         let sent =
             "2026-12-02T00:13:31.029666Z link Jaquez: catch-up of 250 positions sent (1 bytes)";
         assert_eq!(received_counts(sent), None);

@@ -689,8 +689,9 @@ impl Report {
                 s,
                 "\ncatchup: {} restarted (SIGKILL) empty, or on its state file after {} changes at {}; \
                  converged = from its start to the end of the catch-ups; bytes on its links until then; \
-                 bytes to B (from A's side + C's); probes' reply delay p50/p99/max; catch-up lines/link drops \
-                 per log from the kill on (the kill drops A's and C's links once)",
+                 bytes to B (from A's side + C's); probes' reply delay p50/p99/max; A's and C's time on a CPU \
+                 and waiting for one, % of the window; catch-up lines/link drops per log from the kill on \
+                 (the kill drops A's and C's links once)",
                 super::catchup::B,
                 super::catchup::CHANGES,
                 super::catchup::A
@@ -706,6 +707,7 @@ impl Report {
                     "bytes from B",
                     "probe at A",
                     "probe at C",
+                    "A, C cpu/runq %",
                     "catch-ups/drops",
                     "agree",
                 ],
