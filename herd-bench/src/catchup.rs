@@ -27,7 +27,7 @@
 //!   new, so not flooded; the probes add nothing to the links' bytes and
 //!   measure the loop, not the flood;
 //! - how many catch-ups ran and how many links dropped (log lines counted
-//!   after the herd has been quiet for [`QUIET`]): a catch-up that repeats,
+//!   after the herd has been quiet for two seconds): a catch-up that repeats,
 //!   or a link dropped mid catch-up, is what the issue was about;
 //! - every server's RSS before and after the load, and B's after it caught
 //!   up, per position.
