@@ -22,6 +22,12 @@ pub enum Scenario {
     /// A server restarted in a running herd: until it is linked both ways
     /// with its neighbours again (proxy-herd only).
     Relink,
+    /// A line herd A - B - C loaded at A; B restarted empty and on its
+    /// state file: time, bytes and client delays of the catch-ups.
+    Catchup,
+    /// N servers, ring plus chords: time to link, time for an update to
+    /// reach all, messages per update.
+    Herdsize,
     Compare,
 }
 
@@ -37,6 +43,8 @@ impl Scenario {
             Scenario::Limit => "limit",
             Scenario::Fairness => "fairness",
             Scenario::Relink => "relink",
+            Scenario::Catchup => "catchup",
+            Scenario::Herdsize => "herdsize",
             Scenario::Compare => "compare",
         }
     }
@@ -51,6 +59,8 @@ impl Scenario {
             Scenario::Limit,
             Scenario::Fairness,
             Scenario::Relink,
+            Scenario::Catchup,
+            Scenario::Herdsize,
             Scenario::Compare,
         ]
         .into_iter()
@@ -129,7 +139,45 @@ pub struct Options {
     /// Start the Rust and asyncio servers with their HTTP endpoint on
     /// (`--http` on a free port), to measure what it costs.
     pub http: bool,
+    /// catchup: positions loaded at A.
+    pub positions: usize,
+    /// catchup: which restarts to measure.
+    pub cases: Cases,
+    /// herdsize: servers in the herd.
+    pub servers: usize,
 }
+
+/// The catchup scenario's restarts of B, in this order when both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cases {
+    /// B killed and started again with nothing.
+    pub empty: bool,
+    /// B killed, changes sent to A, B started again on its state file.
+    pub state: bool,
+}
+
+impl Cases {
+    fn parse(s: &str) -> Option<Cases> {
+        let mut c = Cases {
+            empty: false,
+            state: false,
+        };
+        for part in s.split(',') {
+            match part {
+                "empty" => c.empty = true,
+                "state" => c.state = true,
+                "both" => (c.empty, c.state) = (true, true),
+                _ => return None,
+            }
+        }
+        Some(c)
+    }
+}
+
+/// catchup's default size, the issue's first figure.
+pub const DEFAULT_POSITIONS: usize = 100_000;
+/// herdsize's default, the size of the default herd.
+pub const DEFAULT_SERVERS: usize = 5;
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -227,6 +275,25 @@ fn spec() -> getopts::Options {
         "start the rust and asyncio servers with --http on a free port (their HTTP endpoint \
          on, nobody scraping), to measure what it costs",
     );
+    o.optopt(
+        "",
+        "positions",
+        "catchup: positions (distinct client IDs) loaded at A (default 100000)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "cases",
+        "catchup: empty, state, or both (default both; the state case needs --state, \
+         which only proxy-herd has)",
+        "LIST",
+    );
+    o.optopt(
+        "",
+        "servers",
+        "herdsize: servers in the herd, ring plus chords (default 5)",
+        "N",
+    );
     o.optflag("h", "help", "print this help");
     o
 }
@@ -235,7 +302,13 @@ fn spec() -> getopts::Options {
 pub fn usage() -> String {
     let brief = "Usage: herd-bench [SCENARIO] [OPTIONS]\n\n\
         Drives a proxy-herd over 127.0.0.1 and prints a table (and JSON).\n\
-        SCENARIO: iamat (default), idle, flood, whatsat, gc, limit, fairness, relink, compare.\n\
+        SCENARIO: iamat (default), idle, flood, whatsat, gc, limit, fairness, relink, catchup,\n\
+        herdsize, compare.\n\
+        catchup: a line herd Riley - Jaquez - Juzang, --positions loaded at Riley;\n\
+        Jaquez killed and restarted empty, then on its state file after 250 changes;\n\
+        time to converge, bytes on the links (counting proxies), probe clients' delays.\n\
+        herdsize: --servers servers, each linked to i+-1 and i+-round(N/4); time until\n\
+        linked, time for an update to reach every server, messages per update.\n\
         relink: Campbell restarted 7 times in a running herd, each time until it is\n\
         linked both ways with both neighbours (from its own log; proxy-herd only).\n\
         fairness: one connection floods blank lines while a probe sends one\n\
@@ -337,6 +410,19 @@ where
     if tls && !impls.contains(&Impl::Rust) {
         return Err("--tls measures proxy-herd: --impl must include rust".into());
     }
+    let positions = bounded(&m, "positions", DEFAULT_POSITIONS, 1, 10_000_000)?;
+    let cases = match m.opt_str("cases") {
+        None => Cases {
+            empty: true,
+            state: true,
+        },
+        Some(s) => Cases::parse(&s)
+            .ok_or_else(|| format!("--cases: want empty, state or both, not {s:?}"))?,
+    };
+    let servers = bounded(&m, "servers", DEFAULT_SERVERS, 2, 200)?;
+    if tls && matches!(scenario, Scenario::Catchup | Scenario::Herdsize) {
+        return Err(format!("--tls is not measured by {}", scenario.name()));
+    }
     // Only where asked: a run must not overwrite the committed docs/bench.svg.
     let svg = m.opt_str("svg").map(PathBuf::from);
     Ok(Command::Run(Options {
@@ -356,6 +442,9 @@ where
         keep: m.opt_present("keep"),
         tls,
         http: m.opt_present("http"),
+        positions,
+        cases,
+        servers,
     }))
 }
 
@@ -492,6 +581,33 @@ mod tests {
             &["--rate", "0"],
             &["--rate", "fast"],
             &["--bogus"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn catchup_and_herdsize_options() {
+        let o = run(&["catchup"]);
+        assert_eq!(o.scenario, Scenario::Catchup);
+        assert_eq!(o.positions, DEFAULT_POSITIONS);
+        assert!(o.cases.empty && o.cases.state);
+        let o = run(&["catchup", "--positions", "2000000", "--cases", "empty"]);
+        assert_eq!(o.positions, 2_000_000);
+        assert!(o.cases.empty && !o.cases.state);
+        let o = run(&["catchup", "--cases", "state,empty"]);
+        assert!(o.cases.empty && o.cases.state);
+        let o = run(&["herdsize", "--servers", "50"]);
+        assert_eq!((o.scenario, o.servers), (Scenario::Herdsize, 50));
+        assert_eq!(run(&[]).servers, DEFAULT_SERVERS);
+        for args in [
+            &["catchup", "--positions", "0"][..],
+            &["catchup", "--positions", "many"],
+            &["catchup", "--cases", "full"],
+            &["catchup", "--cases", ""],
+            &["catchup", "--tls"],
+            &["herdsize", "--servers", "1"],
+            &["herdsize", "--servers", "1000"],
         ] {
             assert!(parse(args).is_err(), "{args:?} accepted");
         }

@@ -190,8 +190,19 @@ impl Processes {
         terminate(std::slice::from_mut(&mut child));
     }
 
+    /// SIGKILL to the process started as `name` (no flush, no goodbye: a
+    /// crash), waits for it, and forgets it.
+    pub fn kill(&mut self, name: &str) {
+        let Some(i) = self.children.iter().position(|(n, _)| n == name) else {
+            return;
+        };
+        let (_, mut child) = self.children.remove(i);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// `Err` naming the first process that has already exited.
-    fn check_alive(&mut self, dir: &Path) -> Result<(), Error> {
+    pub fn check_alive(&mut self, dir: &Path) -> Result<(), Error> {
         for (name, child) in &mut self.children {
             if let Ok(Some(status)) = child.try_wait() {
                 let stderr =
@@ -587,6 +598,20 @@ pub fn start_server(
     trace_gc: bool,
     procs: &mut Processes,
 ) -> Result<(), Error> {
+    start_server_with(herd, name, &herd.herd_file, &[], trace_gc, procs)
+}
+
+/// [`start_server`] with a herd file of its own (the catch-up scenario
+/// points a server's neighbours at counting proxies) and more arguments
+/// (`--state FILE`) before the name.
+pub fn start_server_with(
+    herd: &Started,
+    name: &str,
+    herd_file: &Path,
+    extra: &[std::ffi::OsString],
+    trace_gc: bool,
+    procs: &mut Processes,
+) -> Result<(), Error> {
     let imp = herd.flavour.imp;
     let dir = &herd.dir;
     let ca = repo_root().join("data/tls/ca.pem");
@@ -597,7 +622,7 @@ pub fn start_server(
     let mut command = server_command(imp, gc.as_deref());
     command
         .arg("-c")
-        .arg(&herd.herd_file)
+        .arg(herd_file)
         .arg("-l")
         .arg(herd.log(name))
         .args(["--places-url", &herd.places_url])
@@ -621,6 +646,7 @@ pub fn start_server(
             .arg(tls.join("ca.pem"));
     }
     let child = command
+        .args(extra)
         .arg(name)
         .env("PLACES_API_KEY", API_KEY)
         .stdin(Stdio::null())

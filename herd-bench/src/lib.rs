@@ -16,9 +16,11 @@
 //! - [`stats`]: percentiles; [`report`]: tables and JSON; [`svg`]: the chart.
 
 pub mod args;
+pub mod catchup;
 pub mod fairness;
 pub mod flood;
 pub mod gclog;
+pub mod herdsize;
 pub mod idle;
 pub mod launch;
 pub mod limit;
@@ -252,6 +254,23 @@ fn run_started(opts: &Options) -> Result<Report, Error> {
     };
     let setup = if scenarios.is_empty() {
         "the bench's own bare line server only".to_string()
+    } else if opts.scenario == Scenario::Catchup {
+        format!(
+            "a line herd {} - {} - {} ({}'s neighbours dialled through counting proxies), \
+             {} positions loaded at {}; places-offline",
+            catchup::A,
+            catchup::B,
+            catchup::C,
+            catchup::B,
+            opts.positions,
+            catchup::A
+        )
+    } else if opts.scenario == Scenario::Herdsize {
+        format!(
+            "{} servers, ring plus chords (i+-1, i+-{}); places-offline",
+            opts.servers,
+            herdsize::chord(opts.servers)
+        )
     } else {
         format!(
             "the default herd (5 servers) started per implementation and scenario, load at {}; \
@@ -294,8 +313,10 @@ fn run_started(opts: &Options) -> Result<Report, Error> {
                 let label = flavour.label();
                 let result = match &why_not {
                     Some(why) => Outcome::Skipped(why.clone()),
-                    None if sc == Scenario::Relink && imp != Impl::Rust => {
-                        Outcome::Skipped("relink reads proxy-herd's own log lines".into())
+                    None if matches!(sc, Scenario::Relink | Scenario::Herdsize)
+                        && imp != Impl::Rust =>
+                    {
+                        Outcome::Skipped(format!("{} reads proxy-herd's own log lines", sc.name()))
                     }
                     None => {
                         progress(&format!("{label} {}", sc.name()));
@@ -390,6 +411,16 @@ fn measure(
                 tls.as_ref(),
             )
             .map(Outcome::Flood);
+    }
+    match sc {
+        Scenario::Catchup => {
+            return catchup::run(imp, opts.positions, opts.cases, places_url, &dir)
+                .map(|r| Outcome::Catchup(Box::new(r)))
+        }
+        Scenario::Herdsize => {
+            return herdsize::run(flavour, opts.servers, places_url, &dir).map(Outcome::Herdsize)
+        }
+        _ => {}
     }
     let specs = launch::herd_specs(&ports, &[])?;
     let flags = launch::ServerFlags {

@@ -127,6 +127,28 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// Nanoseconds on a CPU and waiting for one (runnable, on the run queue)
+/// so far, all threads summed (`/proc/PID/task/*/schedstat`'s first two
+/// fields): the wait says whether a late reply was the loop's work or the
+/// scheduler's.
+pub fn run_and_wait_ns(pid: u32) -> Option<(u64, u64)> {
+    let (mut run, mut wait) = (0, 0);
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        let mut f = text.split_whitespace().map(|x| x.parse::<u64>().ok());
+        if let (Some(Some(r)), Some(Some(w))) = (f.next(), f.next()) {
+            run += r;
+            wait += w;
+        }
+    }
+    Some((run, wait))
+}
+
 /// The time on a CPU, in ns, from a `schedstat` text.
 pub fn parse_schedstat(text: &str) -> Option<u64> {
     text.split_whitespace().next()?.parse().ok()

@@ -7,8 +7,10 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use super::args::Scenario;
+use super::catchup::CatchupResult;
 use super::flood::FloodResult;
 use super::gclog::GcAccount;
+use super::herdsize::HerdsizeResult;
 use super::idle::IdleResult;
 use super::load::LoadResult;
 use super::relink::RelinkResult;
@@ -47,6 +49,8 @@ pub enum Outcome {
     Flood(FloodResult),
     Gc(GcResult),
     Relink(RelinkResult),
+    Catchup(Box<CatchupResult>),
+    Herdsize(HerdsizeResult),
     Skipped(String),
     Failed(String),
 }
@@ -548,6 +552,7 @@ impl Report {
                 &relink,
             ));
         }
+        s.push_str(&self.catchup_text());
         let tls = self.tls_rows();
         if !tls.is_empty() {
             let _ = writeln!(
@@ -643,6 +648,108 @@ impl Report {
         rows
     }
 
+    /// The catchup and herdsize tables (empty without them).
+    fn catchup_text(&self) -> String {
+        let mut s = String::new();
+        let of = |sc: Scenario| self.measurements.iter().filter(move |m| m.scenario == sc);
+        let mut rows = Vec::new();
+        let mut notes = Vec::new();
+        for m in of(Scenario::Catchup) {
+            match &m.outcome {
+                Outcome::Catchup(r) => {
+                    rows.extend(r.rows(&m.implementation));
+                    let per = r.b_bytes_per_position().map_or("-".into(), |(w, g)| {
+                        format!("{w:.0} B per position ({g:.0} B of growth)")
+                    });
+                    notes.push(format!(
+                        "  {}: {} positions loaded in {:.1} s ({} bytes of AT lines); {}'s RSS after the \
+                         load {per}; state files: {}",
+                        m.implementation,
+                        r.positions,
+                        r.load_s,
+                        r.full_bytes,
+                        super::catchup::B,
+                        if r.state_files { "yes" } else { "no" },
+                    ));
+                    for why in &r.skipped {
+                        notes.push(format!("  {}: skipped {why}", m.implementation));
+                    }
+                    for x in &r.restarts {
+                        for l in &x.received {
+                            let text = l.split_once(' ').map_or(l.as_str(), |(_, t)| t);
+                            notes.push(format!("  {} {}: {text}", m.implementation, x.case.name()));
+                        }
+                    }
+                }
+                other => rows.push(other_row(&m.implementation, other)),
+            }
+        }
+        if !rows.is_empty() {
+            let _ = writeln!(
+                s,
+                "\ncatchup: {} restarted (SIGKILL) empty, or on its state file after {} changes at {}; \
+                 converged = from its start to the end of the catch-ups; bytes on its links until then; \
+                 bytes to B (from A's side + C's); probes' reply delay p50/p99/max; A's and C's time on a CPU \
+                 and waiting for one, % of the window; catch-up lines/link drops per log from the kill on \
+                 (the kill drops A's and C's links once)",
+                super::catchup::B,
+                super::catchup::CHANGES,
+                super::catchup::A
+            );
+            s.push_str(&table(
+                &[
+                    "impl",
+                    "positions",
+                    "restart",
+                    "converged",
+                    "bytes to B",
+                    "of full",
+                    "bytes from B",
+                    "probe at A",
+                    "probe at C",
+                    "A, C cpu/runq %",
+                    "catch-ups/drops",
+                    "agree",
+                ],
+                &rows,
+            ));
+            for n in notes {
+                s.push_str(&n);
+                s.push('\n');
+            }
+        }
+        let rows: Vec<Vec<String>> = of(Scenario::Herdsize)
+            .map(|m| match &m.outcome {
+                Outcome::Herdsize(r) => r.row(&m.implementation),
+                other => other_row(&m.implementation, other),
+            })
+            .collect();
+        if !rows.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nherdsize: from the first start to every link up; an update sent to server 0 until \
+                 the last server logged it (median and each of {}); messages per update in all logs, \
+                 what a flood sends (2E-(N-1)), and the useful N-1",
+                super::herdsize::ROUNDS
+            );
+            s.push_str(&table(
+                &[
+                    "impl",
+                    "servers",
+                    "links",
+                    "linked",
+                    "everywhere",
+                    "rounds (ms)",
+                    "messages",
+                    "2E-(N-1)",
+                    "N-1",
+                ],
+                &rows,
+            ));
+        }
+        s
+    }
+
     /// The same report as JSON.
     pub fn json(&self) -> Value {
         let h = &self.header;
@@ -713,6 +820,8 @@ impl Report {
                         "median_ns": r.median().map(|d| d.as_nanos() as u64),
                         "max_ns": r.max().map(|d| d.as_nanos() as u64),
                     }),
+                    Outcome::Catchup(r) => r.json(),
+                    Outcome::Herdsize(r) => r.json(),
                     Outcome::Skipped(why) => json!({"status": "skipped", "reason": why}),
                     Outcome::Failed(why) => json!({"status": "failed", "error": why}),
                 };
