@@ -772,6 +772,7 @@ impl EventLoop {
                     }
                     Action::Dial { link } => self.dial(link),
                     Action::Resync { except } => self.resync(except),
+                    Action::ResumeCatchUps => self.resume_catch_ups(),
                     Action::Close { conn, reason } => self.close(conn, reason),
                 }
             }
@@ -1199,13 +1200,14 @@ impl EventLoop {
     }
 
     /// One step of the state file's load or compaction, about `budget` bytes
-    /// of file. When the load ends, the catch-ups that waited for it go on
-    /// ([`loaded`](Self::loaded)).
+    /// of file. When the load ends, the catch-ups that waited for it go on:
+    /// ours to the neighbours, and theirs to us.
     fn state_step(&mut self, budget: usize) {
         let loading = self.herd.is_loading();
         self.state_busy = self.herd.state_step(budget);
         if loading && !self.herd.is_loading() {
-            self.loaded();
+            self.resync(None);
+            self.resume_catch_ups();
             self.flush_dirty_peers();
         }
     }

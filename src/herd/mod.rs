@@ -60,6 +60,10 @@ pub struct Herd {
     pub heartbeats_sent: u64,
     pub heartbeats_received: u64,
     pub jitter: Jitter,
+    /// The neighbour's connection whose catch-up into this server is being
+    /// answered: one at a time, so that an empty server does not receive
+    /// the store from every neighbour at once.
+    pub incoming_catch_up: Option<ConnRef>,
     /// How many state writes have failed since the last one that worked,
     /// while the state file is failing (logged once per episode).
     pub state_failures: Option<u64>,
@@ -117,6 +121,7 @@ impl Herd {
             heartbeats_received: 0,
             jitter: Jitter::new(),
             state_failures: None,
+            incoming_catch_up: None,
             metrics: Metrics::new(links_len),
             recent: Recent::default(),
         }
