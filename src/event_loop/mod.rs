@@ -172,6 +172,8 @@ struct Slot {
     more_input: bool,
     /// On the list of links to write more to next turn.
     more_output: bool,
+    /// The last flush left bytes the socket would not take.
+    write_blocked: bool,
     /// An event said the other side has closed its sending half: read on
     /// until the end of file, which no further edge will announce.
     read_closed: bool,
@@ -798,7 +800,11 @@ impl EventLoop {
             };
             let had = transport.get_write_buffer_size();
             let flushed = transport.flush();
-            let took_some = transport.get_write_buffer_size() < had;
+            // A socket that was full and takes bytes again has had them
+            // acknowledged: the neighbour reads, however slowly. (Bytes a
+            // socket with room takes say nothing: a cut link takes PINGs.)
+            let took_some = slot.write_blocked && transport.get_write_buffer_size() < had;
+            slot.write_blocked = matches!(flushed, Ok(Flushed::Pending));
             match flushed {
                 Err(e) => return self.close(conn, CloseReason::Io(format!("write error: {e}"))),
                 Ok(Flushed::Pending) => {
@@ -954,6 +960,7 @@ impl EventLoop {
             closing: false,
             more_input: false,
             more_output: false,
+            write_blocked: false,
             read_closed: false,
             draining: None,
             unfinished: 0,

@@ -481,8 +481,9 @@ impl PeerOutProtocol {
         more || transport.get_write_buffer_size() > before
     }
 
-    /// The socket took some of what was queued: the neighbour is reading,
-    /// however slowly, so it is not silent.
+    /// The socket, full until now, took some of what was queued: the
+    /// neighbour acknowledged bytes, so it reads, however slowly, and is
+    /// not silent.
     pub fn took_some(&mut self, now: Instant) {
         self.last_heard = now;
     }
