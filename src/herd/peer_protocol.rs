@@ -49,8 +49,8 @@ pub struct PeerOutProtocol {
     pub id: u64,
     pub link: usize,
     lines: LineReader,
-    /// The last time the neighbour said something or the socket took some
-    /// of what we sent.
+    /// The last time the neighbour said something, or acknowledged bytes
+    /// (see [`PeerOutProtocol::took_some`]).
     last_heard: Instant,
     handshake: OutHandshake,
     /// This direction's catch-up, while it runs ([`sync::CatchUp`]).
@@ -102,8 +102,8 @@ pub struct PeerInProtocol {
     closed: bool,
     /// The catch-up the neighbour is sending us, counted for its summary.
     incoming: Incoming,
-    /// `TREE` requests that came while the state file was loading (with
-    /// their lines' lengths), answered once it has.
+    /// `TREE` requests that wait (with their lines' lengths): for the state
+    /// file's load, or for another neighbour's catch-up into this server.
     deferred: Vec<(TreeNode, usize)>,
 }
 
