@@ -282,11 +282,15 @@ impl Herd {
     /// the catch-up logs one summary ([`sync::Incoming`]). What is new here
     /// need not be flooded on: see `docs/protocol.md`, "The catch-up".
     pub fn catch_up_update(&mut self, update: &Update) -> bool {
-        let new = self
-            .store
-            .update(&update.client, update.time_ns, &update.at_line);
+        self.catch_up_line(&update.client, update.time_ns, &update.at_line)
+    }
+
+    /// [`Herd::catch_up_update`] for a canonical AT line, its client ID and
+    /// client time.
+    pub fn catch_up_line(&mut self, client: &[u8], time_ns: i128, at_line: &[u8]) -> bool {
+        let new = self.store.update(client, time_ns, at_line);
         if new {
-            self.persist(&update.at_line);
+            self.persist(at_line);
         }
         new
     }

@@ -715,6 +715,18 @@ impl PeerInProtocol {
                 return Ok(());
             }
         }
+        // A catch-up's positions, likewise (not logged one by one).
+        if let (Some(_), Some(at)) = (self.link, line.strip_prefix(b"SYNC ")) {
+            if let Some((client, time_ns)) = peer::update_key(at) {
+                let herd = &mut *ctx.herd;
+                let known = !herd.store.is_new(client, time_ns, at);
+                if known || peer::parse_canonical_update(at).is_some() {
+                    let new = !known && herd.catch_up_line(client, time_ns, at);
+                    self.incoming.on_sync(line.len(), new, ctx.now);
+                    return Ok(());
+                }
+            }
+        }
         let message = peer::parse_peer_message(line);
         let herd = &mut *ctx.herd;
         // A catch-up is summed up in one line when it ends, not logged each.
