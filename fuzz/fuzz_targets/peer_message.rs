@@ -60,7 +60,11 @@ fuzz_target!(|line: &[u8]| {
             peer::write_synced(&mut out, positions);
             assert_eq!(reparsed(&out), PeerMessage::Synced { positions });
         }
-        PeerMessage::Ping | PeerMessage::Pong | PeerMessage::Blank | PeerMessage::Invalid => {}
+        PeerMessage::Ping
+        | PeerMessage::Pong
+        | PeerMessage::Wait
+        | PeerMessage::Blank
+        | PeerMessage::Invalid => {}
     }
 });
 
