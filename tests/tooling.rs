@@ -18,6 +18,18 @@ fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// [`lone_herd_file`] with an explicit `http=`: run_herd.sh's default, the
+/// client port + 20000, falls in the kernel's ephemeral range for test
+/// ports, where the TIME_WAIT of a test client's connection can hold it.
+/// (run_herd.sh always runs the Rust server, which knows `http=`.)
+fn lone_herd_file_with_http(dir: &TempDir) -> (PathBuf, u16) {
+    let (config, port) = lone_herd_file(dir);
+    let line = std::fs::read_to_string(&config).unwrap();
+    let line = format!("{} http=127.0.0.1:{}\n", line.trim_end(), free_port());
+    std::fs::write(&config, line).unwrap();
+    (config, port)
+}
+
 /// `run_herd.sh` for a herd of one in `dir`, without a Places key.
 fn run_herd(dir: &TempDir, config: &Path, offline_port: u16) -> Command {
     let mut c = Command::new(repo_root().join("run_herd.sh"));
@@ -78,7 +90,7 @@ fn run_herd_stop_returns_once_the_servers_have_exited_even_unreaped() {
     // The servers' parent here is a subreaper that never reaps them, so
     // they stay zombies after exiting: stop must take that for gone.
     let dir = TempDir::new("zombies");
-    let (config, port) = lone_herd_file(&dir);
+    let (config, port) = lone_herd_file_with_http(&dir);
     let mut c = Command::new("python3");
     c.arg(repo_root().join("tests/data/subreaper.py"))
         .arg(repo_root().join("run_herd.sh"));
@@ -116,7 +128,7 @@ fn run_herd_stop_returns_once_the_servers_have_exited_even_unreaped() {
 #[test]
 fn run_herd_with_the_new_api_and_no_key_uses_the_offline_new_endpoint() {
     let dir = TempDir::new("newapi");
-    let (config, port) = lone_herd_file(&dir);
+    let (config, port) = lone_herd_file_with_http(&dir);
     let offline = free_port();
     let _stop = Stop(&dir, &config, offline);
     let mut start = run_herd(&dir, &config, offline);
@@ -188,7 +200,7 @@ impl Drop for StopOffline<'_> {
 #[test]
 fn a_copied_grading_shim_runs_the_server_with_offline_places() {
     let dir = TempDir::new("shim");
-    let (config, port) = lone_herd_file(&dir);
+    let (config, port) = lone_herd_file_with_http(&dir);
     let offline = free_port();
     let installed = install_shim(&dir, &config);
     let _stop = StopOffline(&dir, &installed, offline);

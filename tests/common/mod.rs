@@ -288,16 +288,9 @@ pub fn start_server_env(
 pub fn lone_herd_file(dir: &TempDir) -> (PathBuf, u16) {
     let port = free_port();
     let config = dir.path("herd.txt");
-    // An explicit http=: run_herd.sh's default, the client port + 20000,
-    // falls in the kernel's ephemeral range for test ports, where the
-    // TIME_WAIT of a test client's connection can hold it.
     std::fs::write(
         &config,
-        format!(
-            "Riley 127.0.0.1:{port} peer=127.0.0.1:{} http=127.0.0.1:{}\n",
-            free_port(),
-            free_port()
-        ),
+        format!("Riley 127.0.0.1:{port} peer=127.0.0.1:{}\n", free_port()),
     )
     .unwrap();
     (config, port)
