@@ -480,10 +480,27 @@ fn a_tls_herd_of_five_floods_catches_up_and_rejoins() {
     let mut herd = Herd::new("tls-five", DEFAULT_HERD);
     let names: Vec<&str> = DEFAULT_HERD.iter().map(|(n, _)| *n).collect();
     let pki = Pki::new(&herd.dir.path("tls"), &names);
+    // Riley serves /status too, which says its links are TLS.
+    let http = free_port();
     for i in 0..names.len() {
+        let plain = herd.extra_args.clone();
+        if i == 0 {
+            herd.extra_args
+                .extend(["--http".to_string(), format!("127.0.0.1:{http}")]);
+        }
         start_tls(&mut herd, &pki, i, None);
+        herd.extra_args = plain;
     }
     herd.wait_all_links_up();
+    let mut status = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    status.set_read_timeout(Some(DEADLINE)).unwrap();
+    status
+        .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    status.read_to_string(&mut body).unwrap();
+    assert_eq!(body.matches("\"tls\":true").count(), 2, "{body}");
+    assert!(!body.contains("\"tls\":false"), "{body}");
     // Flooding: Riley to Campbell, two hops.
     let at = herd.iamat("Riley", "kiwi.cs.ucla.edu", KIWI, "1621464827.1");
     herd.wait_everywhere("kiwi.cs.ucla.edu", &at);

@@ -265,8 +265,8 @@ fn an_empty_restart_gets_everything_in_one_catch_up_and_clients_are_served_meanw
     let at = herd.iamat("Riley", "probe", "+2+2", "3000");
     wait_log_line(&herd, "Jaquez", "link from Riley: catch-up of");
     wait_log_line(&herd, "Jaquez", "link from Juzang: catch-up of");
-    // Riley and Juzang both caught Jaquez up at once: between them, every
-    // position arrived new once.
+    // Riley and Juzang both caught Jaquez up: between them, every position
+    // arrived new once.
     let log = log_since_start(&herd, "Jaquez");
     let new: u64 = log
         .lines()
@@ -278,6 +278,14 @@ fn an_empty_restart_gets_everything_in_one_catch_up_and_clients_are_served_meanw
         new == POSITIONS as u64 || new == POSITIONS as u64 + 1,
         "{log}"
     );
+    // Once: the two catch-ups into Jaquez were answered one after the other,
+    // so the second compared against what the first had brought.
+    let positions: u64 = log
+        .lines()
+        .filter(|l| l.contains(" positions received ("))
+        .map(|l| received(l).0)
+        .sum();
+    assert!(positions <= POSITIONS as u64 + 2, "{log}");
     herd.wait_everywhere("probe", &at);
     for name in ["Riley", "Jaquez", "Juzang"] {
         assert!(herd.known_at(name, "c0").is_some(), "{name}");

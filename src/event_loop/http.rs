@@ -119,6 +119,8 @@ struct View<'a> {
     /// Each link's unsent bytes, in link order.
     unsent: &'a [usize],
     clients: usize,
+    /// Peer links are mutual TLS (`--peer-cert` and company).
+    peer_tls: bool,
 }
 
 impl Site for View<'_> {
@@ -154,8 +156,8 @@ impl View<'_> {
                 },
                 since: l.since,
                 incoming: l.incoming.is_some(),
-                // Peer links are plaintext until the loop carries peer TLS.
-                tls: false,
+                // With the peer TLS options every peer connection is TLS.
+                tls: self.peer_tls,
                 unsent_bytes,
                 failures: l.failures,
             })
@@ -282,6 +284,7 @@ impl EventLoop {
             places,
             http,
             clients,
+            peer_tls,
             ..
         } = self;
         let Some(side) = http.as_ref() else {
@@ -306,6 +309,7 @@ impl EventLoop {
             side,
             unsent: &unsent,
             clients: *clients,
+            peer_tls: peer_tls.is_some(),
         };
         let actions = match data {
             Some(data) => proto.data_received(data, now, &view),

@@ -172,6 +172,8 @@ struct Slot {
     more_input: bool,
     /// On the list of links to write more to next turn.
     more_output: bool,
+    /// The last flush left bytes the socket would not take.
+    write_blocked: bool,
     /// An event said the other side has closed its sending half: read on
     /// until the end of file, which no further edge will announce.
     read_closed: bool,
@@ -772,6 +774,7 @@ impl EventLoop {
                     }
                     Action::Dial { link } => self.dial(link),
                     Action::Resync { except } => self.resync(except),
+                    Action::ResumeCatchUps => self.resume_catch_ups(),
                     Action::Close { conn, reason } => self.close(conn, reason),
                 }
             }
@@ -797,7 +800,11 @@ impl EventLoop {
             };
             let had = transport.get_write_buffer_size();
             let flushed = transport.flush();
-            let took_some = transport.get_write_buffer_size() < had;
+            // A socket that was full and takes bytes again has had them
+            // acknowledged: the neighbour reads, however slowly. (Bytes a
+            // socket with room takes say nothing: a cut link takes PINGs.)
+            let took_some = slot.write_blocked && transport.get_write_buffer_size() < had;
+            slot.write_blocked = matches!(flushed, Ok(Flushed::Pending));
             match flushed {
                 Err(e) => return self.close(conn, CloseReason::Io(format!("write error: {e}"))),
                 Ok(Flushed::Pending) => {
@@ -953,6 +960,7 @@ impl EventLoop {
             closing: false,
             more_input: false,
             more_output: false,
+            write_blocked: false,
             read_closed: false,
             draining: None,
             unfinished: 0,
@@ -1199,13 +1207,14 @@ impl EventLoop {
     }
 
     /// One step of the state file's load or compaction, about `budget` bytes
-    /// of file. When the load ends, the catch-ups that waited for it go on
-    /// ([`loaded`](Self::loaded)).
+    /// of file. When the load ends, the catch-ups that waited for it go on:
+    /// ours to the neighbours, and theirs to us.
     fn state_step(&mut self, budget: usize) {
         let loading = self.herd.is_loading();
         self.state_busy = self.herd.state_step(budget);
         if loading && !self.herd.is_loading() {
-            self.loaded();
+            self.resync(None);
+            self.resume_catch_ups();
             self.flush_dirty_peers();
         }
     }

@@ -137,17 +137,17 @@ impl EventLoop {
         }
     }
 
-    /// The state file has loaded: links that came up meanwhile start their
-    /// catch-ups, and neighbours' requests that waited are answered.
-    pub(super) fn loaded(&mut self) {
-        self.resync(None);
+    /// Neighbours' catch-up requests that waited (for the state file's
+    /// load, or for another neighbour's catch-up) are answered, one
+    /// neighbour's at a time ([`crate::herd::actions::Action::ResumeCatchUps`]).
+    pub(super) fn resume_catch_ups(&mut self) {
         for link in 0..self.herd.links.len() {
             let Some(conn) = self.herd.links[link].incoming else {
                 continue;
             };
             self.with_conn(conn, |c, ctx| {
                 if let Conn::PeerIn { transport, proto } = c {
-                    proto.loaded(ctx, transport);
+                    proto.resume(ctx, transport);
                 }
             });
             if !self.dirty_peers.contains(&conn.key) {

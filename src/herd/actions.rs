@@ -35,6 +35,9 @@ pub enum Action {
     /// A catch-up brought something new: run a catch-up to every neighbour
     /// whose link is up, except `except` (where it came from).
     Resync { except: Option<usize> },
+    /// An incoming catch-up is over: one of those that wait may go on
+    /// ([`crate::herd::peer_protocol::PeerInProtocol::resume`]).
+    ResumeCatchUps,
     /// Close a connection (asyncio's `transport.close()`): one last flush of
     /// what is queued, FIN, and the slot is freed at the end of the turn.
     Close { conn: ConnRef, reason: CloseReason },

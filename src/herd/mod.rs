@@ -60,6 +60,10 @@ pub struct Herd {
     pub heartbeats_sent: u64,
     pub heartbeats_received: u64,
     pub jitter: Jitter,
+    /// The neighbour's connection whose catch-up into this server is being
+    /// answered: one at a time, so that an empty server does not receive
+    /// the store from every neighbour at once.
+    pub incoming_catch_up: Option<ConnRef>,
     /// How many state writes have failed since the last one that worked,
     /// while the state file is failing (logged once per episode).
     pub state_failures: Option<u64>,
@@ -117,6 +121,7 @@ impl Herd {
             heartbeats_received: 0,
             jitter: Jitter::new(),
             state_failures: None,
+            incoming_catch_up: None,
             metrics: Metrics::new(links_len),
             recent: Recent::default(),
         }
@@ -277,11 +282,15 @@ impl Herd {
     /// the catch-up logs one summary ([`sync::Incoming`]). What is new here
     /// need not be flooded on: see `docs/protocol.md`, "The catch-up".
     pub fn catch_up_update(&mut self, update: &Update) -> bool {
-        let new = self
-            .store
-            .update(&update.client, update.time_ns, &update.at_line);
+        self.catch_up_line(&update.client, update.time_ns, &update.at_line)
+    }
+
+    /// [`Herd::catch_up_update`] for a canonical AT line, its client ID and
+    /// client time.
+    pub fn catch_up_line(&mut self, client: &[u8], time_ns: i128, at_line: &[u8]) -> bool {
+        let new = self.store.update(client, time_ns, at_line);
         if new {
-            self.persist(&update.at_line);
+            self.persist(at_line);
         }
         new
     }

@@ -49,8 +49,8 @@ pub struct PeerOutProtocol {
     pub id: u64,
     pub link: usize,
     lines: LineReader,
-    /// The last time the neighbour said something or the socket took some
-    /// of what we sent.
+    /// The last time the neighbour said something, or acknowledged bytes
+    /// (see [`PeerOutProtocol::took_some`]).
     last_heard: Instant,
     handshake: OutHandshake,
     /// This direction's catch-up, while it runs ([`sync::CatchUp`]).
@@ -102,8 +102,8 @@ pub struct PeerInProtocol {
     closed: bool,
     /// The catch-up the neighbour is sending us, counted for its summary.
     incoming: Incoming,
-    /// `TREE` requests that came while the state file was loading (with
-    /// their lines' lengths), answered once it has.
+    /// `TREE` requests that wait (with their lines' lengths): for the state
+    /// file's load, or for another neighbour's catch-up into this server.
     deferred: Vec<(TreeNode, usize)>,
 }
 
@@ -276,6 +276,11 @@ impl PeerOutProtocol {
             PeerMessage::Pong => {
                 ctx.herd.heartbeats_received += 1;
                 self.pong_received(ctx);
+                false
+            }
+            // The neighbour holds its answers for now, and speaks trees.
+            PeerMessage::Wait => {
+                self.trees = Trees::Yes;
                 false
             }
             PeerMessage::Hashes { node, hashes } => {
@@ -476,8 +481,9 @@ impl PeerOutProtocol {
         more || transport.get_write_buffer_size() > before
     }
 
-    /// The socket took some of what was queued: the neighbour is reading,
-    /// however slowly, so it is not silent.
+    /// The socket, full until now, took some of what was queued: the
+    /// neighbour acknowledged bytes, so it reads, however slowly, and is
+    /// not silent.
     pub fn took_some(&mut self, now: Instant) {
         self.last_heard = now;
     }
@@ -567,13 +573,61 @@ impl PeerInProtocol {
         self.lines.pending()
     }
 
-    /// The state file has loaded: the requests that waited for it are
-    /// answered now.
-    pub fn loaded(&mut self, ctx: &mut Ctx, transport: &mut dyn WriteTransport) {
+    /// A catch-up's `TREE` request. It is answered at once, unless the
+    /// state file is still loading (an answer from a half-loaded store
+    /// would make the sender send what the file is about to bring) or
+    /// another neighbour's catch-up is arriving (an empty server would get
+    /// the whole store from every neighbour at once): then it waits, and
+    /// the sender is told so (`WAIT`). The sender has at most 64 requests
+    /// in flight; past that (a misbehaving neighbour) they are answered at
+    /// once, which costs bytes, not correctness.
+    fn tree_received(
+        &mut self,
+        ctx: &mut Ctx,
+        node: TreeNode,
+        len: usize,
+        transport: &mut dyn WriteTransport,
+    ) {
+        let herd = &mut *ctx.herd;
+        let other = herd.incoming_catch_up.is_some_and(|c| c != ctx.me);
+        if (herd.is_loading() || other) && self.deferred.len() < MAX_REQUESTS_IN_FLIGHT {
+            if self.deferred.is_empty() {
+                transport.write(b"WAIT\n");
+            }
+            self.deferred.push((node, len));
+            return;
+        }
+        if !herd.is_loading() {
+            herd.incoming_catch_up.get_or_insert(ctx.me);
+        }
+        self.incoming
+            .on_tree(&herd.store, node, len, ctx.now, transport.out_buf());
+    }
+
+    /// The state file has loaded, or another neighbour's catch-up has
+    /// ended: the requests that waited are answered now, if it is this
+    /// connection's turn.
+    pub fn resume(&mut self, ctx: &mut Ctx, transport: &mut dyn WriteTransport) {
+        let herd = &mut *ctx.herd;
+        if self.deferred.is_empty()
+            || herd.is_loading()
+            || herd.incoming_catch_up.is_some_and(|c| c != ctx.me)
+        {
+            return;
+        }
+        herd.incoming_catch_up = Some(ctx.me);
         for (node, len) in std::mem::take(&mut self.deferred) {
-            let out = transport.out_buf();
             self.incoming
-                .on_tree(&ctx.herd.store, node, len, ctx.now, out);
+                .on_tree(&herd.store, node, len, ctx.now, transport.out_buf());
+        }
+    }
+
+    /// This connection's incoming catch-up is over (or the connection is):
+    /// another neighbour's may go on.
+    fn end_incoming(&mut self, ctx: &mut Ctx) {
+        if ctx.herd.incoming_catch_up == Some(ctx.me) {
+            ctx.herd.incoming_catch_up = None;
+            ctx.actions.push(Action::ResumeCatchUps);
         }
     }
 
@@ -601,6 +655,7 @@ impl PeerInProtocol {
         if self.incoming.new_so_far() > 0 {
             ctx.actions.push(Action::Resync { except: Some(link) });
         }
+        self.end_incoming(ctx);
         let l = &mut ctx.herd.links[link];
         if l.incoming == Some(ctx.me) {
             l.incoming = None;
@@ -660,6 +715,18 @@ impl PeerInProtocol {
                 return Ok(());
             }
         }
+        // A catch-up's positions, likewise (not logged one by one).
+        if let (Some(_), Some(at)) = (self.link, line.strip_prefix(b"SYNC ")) {
+            if let Some((client, time_ns)) = peer::update_key(at) {
+                let herd = &mut *ctx.herd;
+                let known = !herd.store.is_new(client, time_ns, at);
+                if known || peer::parse_canonical_update(at).is_some() {
+                    let new = !known && herd.catch_up_line(client, time_ns, at);
+                    self.incoming.on_sync(line.len(), new, ctx.now);
+                    return Ok(());
+                }
+            }
+        }
         let message = peer::parse_peer_message(line);
         let herd = &mut *ctx.herd;
         // A catch-up is summed up in one line when it ends, not logged each.
@@ -687,20 +754,8 @@ impl PeerInProtocol {
                 transport.write(b"PONG\n");
                 herd.metrics.peer_sent(l, 4);
             }
-            // An answer from a store still loading its state file would make
-            // the sender send what the file is about to bring: it waits for
-            // the load's end ([`PeerInProtocol::loaded`]). The sender has at
-            // most 64 requests in flight; past that (a misbehaving neighbour)
-            // it is answered at once, which costs bytes, not correctness.
-            (PeerMessage::Tree { node }, Some(_))
-                if herd.is_loading() && self.deferred.len() < MAX_REQUESTS_IN_FLIGHT =>
-            {
-                self.deferred.push((node, line.len()));
-            }
             (PeerMessage::Tree { node }, Some(_)) => {
-                let out = transport.out_buf();
-                self.incoming
-                    .on_tree(&herd.store, node, line.len(), ctx.now, out);
+                self.tree_received(ctx, node, line.len(), transport);
             }
             (PeerMessage::Sync(update), Some(_)) => {
                 // Stored, not flooded on: what the catch-up brought goes to
@@ -717,6 +772,7 @@ impl PeerInProtocol {
                 if r.new > 0 {
                     ctx.actions.push(Action::Resync { except: Some(from) });
                 }
+                self.end_incoming(ctx);
             }
             (PeerMessage::Blank, _) => {}
             (PeerMessage::Hello { name, nonce }, None) => {
@@ -933,7 +989,12 @@ mod tests {
         let actions = p.jaquez.take_actions();
         assert_eq!(
             actions,
-            vec![Action::Dial { link: 0 }, Action::Resync { except: Some(0) }]
+            vec![
+                Action::Dial { link: 0 },
+                Action::Resync { except: Some(0) },
+                // (its incoming catch-up is over: another may go on)
+                Action::ResumeCatchUps
+            ]
         );
         assert!(p.out.catch_up.is_none(), "the catch-up is over");
         // The dial's and the greeting's timeouts were cancelled.
@@ -995,7 +1056,7 @@ mod tests {
         w.with(THEM, |ctx| {
             inn.data_received(ctx, b"HELLO Riley\nTREE /\n", &mut out)
         });
-        assert_eq!(text(&out), "WELCOME Jaquez\n");
+        assert_eq!(text(&out), "WELCOME Jaquez\nWAIT\n");
         // As the dialer: the WELCOME starts no catch-up yet.
         w.with(ME, |ctx| ctx.herd.dialing(0, ME, ctx.timers));
         let mut o = PeerOutProtocol::new(1, 0, w.now);
@@ -1010,11 +1071,42 @@ mod tests {
         assert!(!w.herd.state_step(1 << 20));
         assert!(w.herd.store.get(b"kiwi").is_some());
         let mut out = Vec::new();
-        w.with(THEM, |ctx| inn.loaded(ctx, &mut out));
+        w.with(THEM, |ctx| inn.resume(ctx, &mut out));
         assert!(text(&out).starts_with("HASHES / "), "{}", text(&out));
         w.with(ME, |ctx| o.resync(ctx, &mut sent));
         assert_eq!(text(&sent), "HELLO Jaquez\nTREE /\n");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn catch_ups_into_a_server_are_answered_one_neighbour_at_a_time() {
+        const OTHER: ConnRef = ConnRef { key: 10, gen: 5 };
+        let mut w = World::new("Jaquez", &["Riley", "Bernard"], Limits::default());
+        let mut riley = w.with(THEM, |ctx| PeerInProtocol::connection_made(2, &"x", ctx));
+        let mut bernard = w.with(OTHER, |ctx| PeerInProtocol::connection_made(3, &"y", ctx));
+        let (mut to_riley, mut to_bernard) = (Vec::new(), Vec::new());
+        w.with(THEM, |ctx| {
+            riley.data_received(ctx, b"HELLO Riley\nTREE /\n", &mut to_riley)
+        });
+        w.with(OTHER, |ctx| {
+            bernard.data_received(ctx, b"HELLO Bernard\nTREE /\n", &mut to_bernard)
+        });
+        assert!(text(&to_riley).contains("HASHES / "), "{}", text(&to_riley));
+        assert_eq!(text(&to_bernard), "WELCOME Jaquez\nWAIT\n");
+        // Riley's catch-up ends: Bernard's goes on, against what Riley brought.
+        w.take_actions();
+        w.with(THEM, |ctx| {
+            riley.data_received(ctx, b"SYNCED 0\n", &mut to_riley)
+        });
+        assert!(w.take_actions().contains(&Action::ResumeCatchUps));
+        w.with(OTHER, |ctx| bernard.resume(ctx, &mut to_bernard));
+        assert!(text(&to_bernard).ends_with("\n") && text(&to_bernard).contains("HASHES / "));
+        // And a dialer told to WAIT knows its neighbour speaks trees.
+        let mut p = Pair::new(None);
+        p.pump();
+        let (o, r) = (&mut p.out, &mut p.riley);
+        r.with(ME, |ctx| o.data_received(ctx, b"WAIT\n", &mut Vec::new()));
+        assert_eq!(o.trees, Trees::Yes);
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub enum PeerMessage<'a> {
     Synced {
         positions: u64,
     },
+    /// `WAIT`: the receiver of a catch-up holds its answers for now (its
+    /// state file is loading, or another neighbour's catch-up is arriving);
+    /// it says so at once, since it does speak `TREE`.
+    Wait,
     Blank,
     Invalid,
 }
@@ -162,6 +166,7 @@ pub fn parse_peer_message(line: &[u8]) -> PeerMessage<'_> {
             let start = line.iter().position(|&b| !super::is_space(b)).unwrap_or(0);
             parse_update(&line[start + command.len()..]).map(PeerMessage::Sync)
         }
+        b"WAIT" => split_exact::<1>(line).map(|_| PeerMessage::Wait),
         b"SYNCED" => split_exact::<2>(line)
             .and_then(|[_, n]| parse_count(n))
             .map(|positions| PeerMessage::Synced { positions }),
