@@ -25,6 +25,7 @@ pub mod idle;
 pub mod launch;
 pub mod limit;
 pub mod load;
+pub mod peercost;
 pub mod procstat;
 pub mod relink;
 pub mod report;
@@ -472,9 +473,54 @@ fn measure(
             let mut spec = load_spec(opts, target.client, sc, &tag, pid);
             // The whole herd's CPU: an IAMAT at Riley is flooded on by all.
             spec.cpu_of = procs.pids();
+            if sc == Scenario::Iamat {
+                // Each server's CPU and log, in the herd's order, for the
+                // cost of a peer message.
+                let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                spec.cpu_of = names
+                    .iter()
+                    .filter_map(|n| procs.pid(&started.tag(n)))
+                    .collect();
+                spec.marks = names.iter().map(|n| started.log(n)).collect();
+                let mut load = load::run(&spec)?;
+                if spec.cpu_of.len() == names.len() {
+                    load.servers = server_costs(&names, &load, &spec.marks);
+                }
+                return Ok(Outcome::Load(load));
+            }
             load::run(&spec).map(Outcome::Load)
         }
     }
+}
+
+/// Each server's CPU, peer updates and log growth in an iamat window, from
+/// the window's CPU figures and the log lengths at its edges.
+fn server_costs(
+    names: &[&str],
+    load: &load::LoadResult,
+    logs: &[std::path::PathBuf],
+) -> Vec<peercost::ServerCost> {
+    // More than this in one window is not a log worth counting in memory.
+    const MAX_WINDOW: u64 = 1 << 30;
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let (from, to) = load.marks.get(i).copied().unwrap_or((0, 0));
+            let text = logs
+                .get(i)
+                .and_then(|p| peercost::window(p, from, to, MAX_WINDOW).ok())
+                .unwrap_or_default();
+            let (peer_updates, log_lines) = peercost::count(&text);
+            peercost::ServerCost {
+                name: name.to_string(),
+                cpu_ns: load.cpu_each_ns.get(i).copied().flatten(),
+                peer_updates,
+                log_lines,
+                log_bytes: to.saturating_sub(from),
+            }
+        })
+        .collect()
 }
 
 /// The fairness scenario: a probe (one connection, one IAMAT at a time)

@@ -97,6 +97,11 @@ pub struct LoadResult {
     pub marks: Vec<(u64, u64)>,
     /// The CPU time of the spec's `cpu_of` in the window, ns, if readable.
     pub cpu_ns: Option<u64>,
+    /// The same for each of `cpu_of`, in its order.
+    pub cpu_each_ns: Vec<Option<u64>>,
+    /// iamat on a started herd: each server's CPU and peer updates in the
+    /// window (filled in by the caller, who knows the names and the logs).
+    pub servers: Vec<super::peercost::ServerCost>,
 }
 
 impl LoadResult {
@@ -363,6 +368,7 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
     let file_len = |p: &std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
     let mut marks_start: Option<Vec<u64>> = None;
     let mut cpu_start: Option<u64> = None;
+    let mut cpu_each_start: Vec<Option<u64>> = Vec::new();
     for c in clients.iter_mut() {
         if pace.is_none() {
             c.refill(spec.workload);
@@ -380,6 +386,7 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
             sched_start = spec.watch.and_then(procstat::sched);
             marks_start = Some(spec.marks.iter().map(file_len).collect());
             cpu_start = cpu_of(&spec.cpu_of);
+            cpu_each_start = spec.cpu_of.iter().map(|&p| procstat::cpu_ns(p)).collect();
         }
         let tick = if pace.is_some() {
             Duration::from_millis(1)
@@ -461,6 +468,15 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
     }
     let sched_end = spec.watch.and_then(procstat::sched);
     let cpu_end = cpu_of(&spec.cpu_of);
+    let cpu_each_ns = spec
+        .cpu_of
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let start = cpu_each_start.get(i).copied().flatten()?;
+            Some(procstat::cpu_ns(p)?.saturating_sub(start))
+        })
+        .collect();
     let marks = spec
         .marks
         .iter()
@@ -474,6 +490,8 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult, Error> {
     Ok(LoadResult {
         sched: sched_start.zip(sched_end).map(|(a, b)| b.since(a)),
         cpu_ns: cpu_start.zip(cpu_end).map(|(a, b)| b.saturating_sub(a)),
+        cpu_each_ns,
+        servers: Vec::new(),
         marks,
         connections: spec.connections,
         replies,

@@ -364,6 +364,7 @@ impl Report {
                 &sched,
             ));
         }
+        s.push_str(&self.peer_cost_text());
         let flood: Vec<Vec<String>> = self
             .measurements
             .iter()
@@ -571,6 +572,69 @@ impl Report {
     }
 
     /// For each `X+tls` measured beside `X`: what TLS adds, per figure.
+    /// iamat: each server's CPU and the peer updates it received, and the
+    /// µs per peer update at the servers that handle only peer traffic.
+    fn peer_cost_text(&self) -> String {
+        let mut rows = Vec::new();
+        let mut notes = String::new();
+        for m in self
+            .measurements
+            .iter()
+            .filter(|m| m.scenario == Scenario::Iamat)
+        {
+            let Outcome::Load(r) = &m.outcome else {
+                continue;
+            };
+            for c in &r.servers {
+                let per_reply = c
+                    .cpu_ns
+                    .filter(|_| r.replies > 0)
+                    .map(|ns| ns as f64 / 1e3 / r.replies as f64);
+                rows.push(vec![
+                    m.implementation.clone(),
+                    c.name.clone(),
+                    c.cpu_ns
+                        .map_or("-".into(), |ns| format!("{:.0}", ns as f64 / 1e6)),
+                    per_reply.map_or("-".into(), |u| format!("{u:.2}")),
+                    c.peer_updates.to_string(),
+                    c.us_per_update().map_or("-".into(), |u| format!("{u:.2}")),
+                    c.log_lines.to_string(),
+                    format!("{:.1}", c.log_bytes as f64 / 1e6),
+                ]);
+            }
+            let loaded = r.servers.first().map(|c| c.name.as_str()).unwrap_or("");
+            if let Some(us) = crate::peercost::us_per_update_elsewhere(&r.servers, loaded) {
+                let _ = writeln!(
+                    notes,
+                    "  {}: {us:.2} µs of CPU per peer update at the servers other than {loaded}",
+                    m.implementation
+                );
+            }
+        }
+        if rows.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from(
+            "\niamat: each server's CPU in the window (schedstat) and the updates it received \
+             from neighbours (peer-in ... < AT lines in its log, duplicates included)\n",
+        );
+        s.push_str(&table(
+            &[
+                "impl",
+                "server",
+                "cpu ms",
+                "cpu µs/reply",
+                "peer updates",
+                "µs/update",
+                "log lines",
+                "log MB",
+            ],
+            &rows,
+        ));
+        s.push_str(&notes);
+        s
+    }
+
     fn tls_rows(&self) -> Vec<Vec<String>> {
         let mut rows = Vec::new();
         for imp in self.implementations() {
@@ -881,6 +945,17 @@ fn load_json(r: &LoadResult) -> Value {
         "latency_ns": latency_json(r.latency.as_ref()),
         "herd_cpu_ns": r.cpu_ns,
         "herd_cpu_us_per_reply": r.cpu_us_per_reply(),
+        "servers": r.servers.iter().map(|c| json!({
+            "name": c.name,
+            "cpu_ns": c.cpu_ns,
+            "peer_updates": c.peer_updates,
+            "us_per_update": c.us_per_update(),
+            "log_lines": c.log_lines,
+            "log_bytes": c.log_bytes,
+        })).collect::<Vec<_>>(),
+        "us_per_peer_update_elsewhere": r.servers.first().and_then(|c| {
+            crate::peercost::us_per_update_elsewhere(&r.servers, &c.name)
+        }),
         "context_switches": r.sched.map(|sc| {
             let per = r.switches_per_reply();
             json!({
@@ -969,6 +1044,8 @@ mod tests {
             sched: None,
             marks: Vec::new(),
             cpu_ns: Some(tput_replies * 20_000),
+            cpu_each_ns: Vec::new(),
+            servers: Vec::new(),
             latency: Some(Summary {
                 count: 3,
                 p50: 1_000,
@@ -1007,6 +1084,34 @@ mod tests {
         assert!(t.contains("3.00ms"), "{t}");
         assert!(t.contains("skipped: no uvloop"), "{t}");
         assert!(t.contains("rust/asyncio  4.00   rust"), "{t}");
+    }
+
+    #[test]
+    fn each_servers_cpu_and_the_cost_per_peer_update_are_reported() {
+        let mut r = report();
+        if let Outcome::Load(l) = &mut r.measurements[0].outcome {
+            let s = |name: &str, ms: u64, peer_updates| crate::peercost::ServerCost {
+                name: name.into(),
+                cpu_ns: Some(ms * 1_000_000),
+                peer_updates,
+                log_lines: 2 * peer_updates,
+                log_bytes: 100 * peer_updates,
+            };
+            l.servers = vec![
+                s("Riley", 900, 8000),
+                s("Jaquez", 10, 8000),
+                s("Juzang", 14, 8000),
+            ];
+        }
+        let t = r.text();
+        assert!(t.contains("rust  Jaquez  10"), "{t}");
+        assert!(
+            t.contains("rust: 1.50 µs of CPU per peer update at the servers other than Riley"),
+            "{t}"
+        );
+        let j = r.json();
+        assert_eq!(j["results"][0]["us_per_peer_update_elsewhere"], 1.5, "{j}");
+        assert_eq!(j["results"][0]["servers"][1]["peer_updates"], 8000, "{j}");
     }
 
     #[test]
