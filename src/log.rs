@@ -245,6 +245,12 @@ fn push_num(out: &mut Vec<u8>, mut n: u64) {
 /// Appends bytes as [`Escaped`] displays them: runs of printable ASCII are
 /// copied as they are (lines are mostly that), anything else as `\xNN`.
 fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Nearly always all plain: one check without an early exit (which the
+    // compiler vectorises), then one copy.
+    if bytes.iter().fold(true, |plain, &b| plain & is_plain(b)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut rest = bytes;
     while !rest.is_empty() {
         let run = rest.iter().take_while(|b| is_plain(**b)).count();

@@ -79,6 +79,8 @@ pub struct Transport {
     /// `close` was called: nothing more is read, and the write half is shut
     /// once the queue is out.
     closing: bool,
+    /// An emptied queue keeps at most this much memory.
+    keep: usize,
 }
 
 /// What [`Transport::flush`] achieved.
@@ -98,7 +100,16 @@ impl Transport {
             out: Vec::new(),
             sent: 0,
             closing: false,
+            keep: KEEP_CAPACITY,
         }
+    }
+
+    /// Lets an emptied queue keep up to `bytes` of memory: for a busy peer
+    /// link, whose queue would otherwise be given back and grown again every
+    /// turn (a few links, so the memory is bounded).
+    pub fn keep_capacity(mut self, bytes: usize) -> Self {
+        self.keep = bytes;
+        self
     }
 
     /// The socket, for registration and connect checks.
@@ -153,7 +164,7 @@ impl Transport {
         }
         self.out.clear();
         self.sent = 0;
-        if self.out.capacity() > KEEP_CAPACITY {
+        if self.out.capacity() > self.keep {
             self.out = Vec::new();
         }
         Ok(Flushed::All)

@@ -28,10 +28,11 @@ pub enum PeerTransport {
 }
 
 impl PeerTransport {
-    /// A plaintext connection, either way.
+    /// A plaintext connection, either way. Its queue keeps up to 1 MiB of
+    /// memory between turns (a busy link fills it again every turn).
     pub fn plain(transport: Transport) -> PeerTransport {
         PeerTransport::Plain {
-            transport,
+            transport: transport.keep_capacity(1024 * 1024),
             first: true,
         }
     }
