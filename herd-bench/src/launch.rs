@@ -119,10 +119,38 @@ pub fn herd_file(servers: &[ServerSpec]) -> String {
 /// `n` distinct free ports on 127.0.0.1: bound to port 0 all at once (so they
 /// differ), then released for the servers to take.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Below the kernel's ephemeral range (32768 and up), so that no outgoing
+    // connection (the load generator's, a test client's) can take a port
+    // between this check and the server's bind, as one from bind(0) could;
+    // and away from the default herd's 12000-12004 and the test harness's
+    // 20100-29100.
+    const FIRST: u32 = 13_000;
+    const SPAN: u32 = 7_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let _ = NEXT.compare_exchange(u32::MAX, seed % SPAN, Ordering::Relaxed, Ordering::Relaxed);
+    // Held until all n are found, so that they differ.
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..SPAN {
+        if held.len() == n {
+            break;
+        }
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            held.push(l);
+        }
+    }
+    if held.len() < n {
+        return Err(Error::new(format!(
+            "fewer than {n} free ports in {FIRST}..{}",
+            FIRST + SPAN
+        )));
+    }
+    Ok(held
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<Vec<_>, _>>()?)
@@ -696,8 +724,12 @@ mod tests {
     }
 
     #[test]
-    fn free_ports_differ() {
+    fn free_ports_differ_and_stay_below_the_ephemeral_range() {
         let mut p = free_ports(8).expect("ports");
+        assert!(
+            p.iter().all(|&port| (13_000..20_000).contains(&port)),
+            "{p:?}"
+        );
         p.sort_unstable();
         p.dedup();
         assert_eq!(p.len(), 8);
