@@ -564,11 +564,16 @@ impl EventLoop {
             .get(conn.key)
             .is_some_and(|s| matches!(s.conn, Conn::PeerOut { .. } | Conn::PeerIn { .. }))
         {
-            if !self.dirty_peers.contains(&conn.key) {
-                self.dirty_peers.push(conn.key);
-            }
+            self.peer_written(conn.key);
         } else {
             self.dirty.push(conn);
+        }
+    }
+
+    /// Peer connection `key` was written to: flushed with the turn's floods.
+    fn peer_written(&mut self, key: usize) {
+        if !self.dirty_peers.contains(&key) {
+            self.dirty_peers.push(key);
         }
     }
 
@@ -1231,7 +1236,7 @@ impl EventLoop {
                     Conn::PeerIn { proto, .. } => proto.heartbeat(ctx),
                     _ => {}
                 });
-                self.dirty_peers.push(conn.key);
+                self.peer_written(conn.key);
             }
         }
     }

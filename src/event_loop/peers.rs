@@ -107,9 +107,7 @@ impl EventLoop {
                     proto.send_update(ctx, at, transport);
                 }
             });
-            if !self.dirty_peers.contains(&conn.key) {
-                self.dirty_peers.push(conn.key);
-            }
+            self.peer_written(conn.key);
         }
     }
 
@@ -131,9 +129,7 @@ impl EventLoop {
                     proto.resync(ctx, transport);
                 }
             });
-            if !self.dirty_peers.contains(&conn.key) {
-                self.dirty_peers.push(conn.key);
-            }
+            self.peer_written(conn.key);
         }
     }
 
@@ -150,9 +146,7 @@ impl EventLoop {
                     proto.resume(ctx, transport);
                 }
             });
-            if !self.dirty_peers.contains(&conn.key) {
-                self.dirty_peers.push(conn.key);
-            }
+            self.peer_written(conn.key);
         }
     }
 
