@@ -107,6 +107,21 @@ pub struct PeerInProtocol {
     deferred: Vec<(TreeNode, usize)>,
 }
 
+/// Writes an update on our link (`link`, to `name`, connection `id`),
+/// counted and logged. (Over the herd's parts, so that `at` may be a line
+/// the store holds.)
+fn send_update(
+    log: &mut crate::log::Log,
+    metrics: &mut crate::observe::Metrics,
+    (link, name, id): (usize, &str, u64),
+    at: &[u8],
+    transport: &mut dyn WriteTransport,
+) {
+    peer::write_update(transport.out_buf(), at);
+    metrics.flood_sent(link, at.len());
+    log.line(&sent_line(name, id, at));
+}
+
 /// The log line for an update sent on our link to `name` (connection `id`).
 fn sent_line<'a>(name: &'a str, id: u64, at: &'a [u8]) -> [Part<'a>; 6] {
     [
@@ -432,10 +447,10 @@ impl PeerOutProtocol {
     }
 
     fn write_update(&self, ctx: &mut Ctx, at: &[u8], transport: &mut dyn WriteTransport) {
-        peer::write_update(transport.out_buf(), at);
-        ctx.herd.metrics.flood_sent(self.link, at.len());
-        let name = &ctx.herd.links[self.link].name;
-        ctx.herd.log.line(&sent_line(name, self.id, at));
+        let herd = &mut *ctx.herd;
+        let name = &herd.links[self.link].name;
+        let (log, metrics) = (&mut herd.log, &mut herd.metrics);
+        send_update(log, metrics, (self.link, name, self.id), at, transport);
     }
 
     /// asyncio's `drain()` returning: the socket has taken everything. Writes
@@ -449,12 +464,18 @@ impl PeerOutProtocol {
                 break;
             };
             self.queued.remove(&id);
+            // The client's position now: what superseded the queued one.
             let herd = &mut *ctx.herd;
             if let Some(p) = herd.store.position_of(id) {
-                peer::write_update(transport.out_buf(), p.at_line.0);
-                herd.metrics.flood_sent(self.link, p.at_line.0.len());
                 let name = &herd.links[self.link].name;
-                herd.log.line(&sent_line(name, self.id, p.at_line.0));
+                let (log, metrics) = (&mut herd.log, &mut herd.metrics);
+                send_update(
+                    log,
+                    metrics,
+                    (self.link, name, self.id),
+                    p.at_line.0,
+                    transport,
+                );
             }
         }
         let written = transport.get_write_buffer_size() - before;
