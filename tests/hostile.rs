@@ -339,21 +339,7 @@ fn a_neighbour_that_goes_quiet_is_dropped_though_its_socket_takes_our_pings() {
     // taken by the kernel all the same: that is not progress, and the link
     // must go after the silence period (as it must when a cable is cut).
     let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut herd = Herd::new("quiet-peer", &[("Riley", &["Tester"])]);
-    let text = std::fs::read_to_string(&herd.config).unwrap();
-    let tester = format!(
-        "Tester 127.0.0.1:{} peer=127.0.0.1:{} Riley\n",
-        free_port(),
-        fake.local_addr().unwrap().port()
-    );
-    std::fs::write(&herd.config, text + &tester).unwrap();
-    herd.start_named("Riley");
-    let (link, _) = fake.accept().unwrap();
-    link.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut hello = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(&link), &mut hello).unwrap();
-    assert!(hello.starts_with("HELLO Riley"), "{hello}");
-    (&link).write_all(b"WELCOME Tester\n").unwrap();
+    let (herd, link) = Herd::riley_with_a_fake_neighbour("quiet-peer", &fake);
     wait_for("Riley to drop the quiet link", || {
         let log = herd.server("Riley").log_text();
         log.contains("link Tester: Up => Backoff (silent too long")

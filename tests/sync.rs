@@ -323,22 +323,8 @@ fn a_burst_against_a_slow_neighbour_is_coalesced_not_dropped() {
     // Set on the listener, so the connection starts with a small window:
     // the kernel then holds little of what Riley sends while the test waits.
     shrink_receive_buffer(&fake, 64 * 1024);
-    let mut herd = Herd::new("sync-burst", &[("Riley", &["Tester"])]);
-    let text = std::fs::read_to_string(&herd.config).unwrap();
-    let tester = format!(
-        "Tester 127.0.0.1:{} peer=127.0.0.1:{} Riley\n",
-        free_port(),
-        fake.local_addr().unwrap().port()
-    );
-    std::fs::write(&herd.config, text + &tester).unwrap();
-    herd.start_named("Riley");
-    let (theirs, _) = fake.accept().unwrap();
-    theirs.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (herd, theirs) = Herd::riley_with_a_fake_neighbour("sync-burst", &fake);
     let mut lines = BufReader::new(theirs.try_clone().unwrap());
-    let mut line = String::new();
-    lines.read_line(&mut line).unwrap();
-    assert_eq!(line, "HELLO Riley\n");
-    (&theirs).write_all(b"WELCOME Tester\n").unwrap();
     wait_log_line(&herd, "Riley", "link Tester: Greeting => Up");
     // The slow neighbour reads 64 KiB every half second until the burst
     // is over (slow, but never silent: a link that makes no progress at

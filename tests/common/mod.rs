@@ -501,6 +501,33 @@ impl Herd {
         }
     }
 
+    /// Riley alone, started, with one neighbour, Tester, played by the test
+    /// on `fake`: Riley's dial is accepted, its HELLO read and WELCOMEd.
+    /// Returns the herd and the link's socket (read timeout [`DEADLINE`]);
+    /// nothing past the HELLO has been read from it.
+    pub fn riley_with_a_fake_neighbour(test: &str, fake: &TcpListener) -> (Herd, TcpStream) {
+        let mut herd = Herd::new(test, &[("Riley", &["Tester"])]);
+        let text = std::fs::read_to_string(&herd.config).unwrap();
+        let tester = format!(
+            "Tester 127.0.0.1:{} peer=127.0.0.1:{} Riley\n",
+            free_port(),
+            fake.local_addr().unwrap().port()
+        );
+        std::fs::write(&herd.config, text + &tester).unwrap();
+        herd.start_named("Riley");
+        let (link, _) = fake.accept().unwrap();
+        link.set_read_timeout(Some(DEADLINE)).unwrap();
+        // Byte by byte, so that nothing after the HELLO is taken from the socket.
+        let mut hello = Vec::new();
+        let mut byte = [0u8; 1];
+        while hello.last() != Some(&b'\n') && (&link).read(&mut byte).unwrap_or(0) == 1 {
+            hello.push(byte[0]);
+        }
+        assert!(hello.starts_with(b"HELLO Riley"), "{hello:?}");
+        (&link).write_all(b"WELCOME Tester\n").unwrap();
+        (herd, link)
+    }
+
     pub fn wait_all_links_up(&self) {
         for (m, s) in self.members.iter().zip(&self.servers) {
             if s.is_some() {
